@@ -1,0 +1,106 @@
+"""One frozen configuration for the GES network; presets are builders over it."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
+
+
+@dataclass(frozen=True)
+class GESConfig:
+    # --- volumetric branch -------------------------------------------------
+    max_disp: int = 192                      # search range at full resolution (px)
+    encoder_channels: Tuple[int, int] = (16, 32)   # stem 1/2, 1/4
+    feature_channels: int = 32               # matching features at 1/4
+    groups: int = 8                          # group-wise correlation groups
+    unet_channels: Tuple[int, int, int] = (8, 16, 24)  # 3D UNet C(0), C(1), C(2)
+    topk: int = 2                            # soft-argmin over the top-k candidates (0 = all)
+    train_topk: int = 0                      # in training: all bins, so every logit gets a gradient
+    # --- update operator ---------------------------------------------------
+    hidden_dims: Tuple[int, int, int] = (32, 32, 32)   # ConvGRU 1/4, 1/8, 1/16
+    lookup_channels: int = 4                 # channels sampled per 3D scale
+    lookup_radius: int = 2                   # samples d-r .. d+r per scale
+    corr_lookup: bool = False                # also sample the raw group-wise volume
+    motion_channels: int = 48
+    slow_fast: bool = True                   # coarse GRUs updated more often
+    # --- deep equilibrium --------------------------------------------------
+    iters: int = 4                           # solver iterations at inference
+    train_iters: int = 6                     # forward solver iterations in training
+    solver: str = "anderson"                 # fixed_point | anderson | hyper_anderson
+    tol: float = 1e-4                        # relative residual to stop at
+    anderson_m: int = 5
+    anderson_beta: float = 1.0
+    backward: str = "phantom"                # phantom | ift | bptt
+    phantom_steps: int = 1
+    phantom_tau: float = 1.0
+    ift_iters: int = 30
+    ift_tol: float = 1e-6
+
+    @staticmethod
+    def preset(name: str) -> "GESConfig":
+        try:
+            return _PRESETS[name]()
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; valid: {sorted(_PRESETS)}") from None
+
+    @property
+    def num_disp(self) -> int:
+        """Disparity candidates at 1/4 resolution, a multiple of 4 so the 3D UNet halves twice."""
+        return max(4, -(-self.max_disp // 16) * 4)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "GESConfig":
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"unknown GESConfig fields {unknown}; valid: {sorted(names)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, s: str) -> "GESConfig":
+        return cls.from_dict(json.loads(s))
+
+
+def _small() -> GESConfig:
+    # Sized for a 2-core CPU: ~0.4M parameters, trainable here in hours.
+    return GESConfig()
+
+
+def _paper() -> GESConfig:
+    # The design report's sizes: full-resolution search of 384 px, 128-channel GRUs.
+    return GESConfig(
+        max_disp=384,
+        encoder_channels=(64, 96),
+        feature_channels=128,
+        groups=8,
+        unet_channels=(16, 32, 48),
+        hidden_dims=(128, 128, 128),
+        lookup_channels=8,
+        lookup_radius=4,
+        corr_lookup=True,
+        motion_channels=128,
+        iters=4,
+    )
+
+
+def _tiny() -> GESConfig:
+    # For tests: a few thousand parameters, milliseconds per call.
+    return GESConfig(
+        max_disp=32,
+        encoder_channels=(8, 8),
+        feature_channels=8,
+        groups=4,
+        unet_channels=(4, 4, 4),
+        hidden_dims=(8, 8, 8),
+        lookup_channels=2,
+        lookup_radius=1,
+        motion_channels=8,
+    )
+
+
+_PRESETS = {"small": _small, "paper": _paper, "tiny": _tiny}

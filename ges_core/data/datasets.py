@@ -1,0 +1,231 @@
+"""Stereo datasets. Every sample is a dict of numpy arrays:
+
+    left, right   (H, W, 3) uint8 RGB
+    disparity     (H, W) float32, left view, x_right = x_left - d
+    valid         (H, W) bool
+    (optional) nonocc (H, W) bool, name str
+
+Readers validate their folder on construction and name the missing path or the bad file.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .augment import AugmentConfig, augment
+from .io import read_disparity, read_image, read_mask
+from .procedural import ProceduralConfig, render_pair
+
+Sample = Dict[str, object]
+
+
+class StereoDataset:
+    """A list of (left, right, disparity[, nonocc mask]) files read on demand."""
+
+    def __init__(self, entries: Sequence[Tuple[str, ...]], *, disparity_reader: Callable[[str], Tuple[np.ndarray, np.ndarray]],
+                 names: Optional[Sequence[str]] = None, augment_cfg: Optional[AugmentConfig] = None, seed: int = 0) -> None:
+        self.entries = list(entries)
+        self.read_disp = disparity_reader
+        self.names = list(names) if names is not None else [os.path.basename(os.path.dirname(e[0])) for e in entries]
+        self.augment_cfg = augment_cfg
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> Sample:
+        entry = self.entries[index]
+        left, right = read_image(entry[0]), read_image(entry[1])
+        if left.shape != right.shape:
+            raise ValueError(f"{entry[0]} is {left.shape[:2]} but {entry[1]} is {right.shape[:2]}")
+        disp, valid = self.read_disp(entry[2])
+        if disp.shape != left.shape[:2]:
+            raise ValueError(f"{entry[2]}: disparity is {disp.shape}, image {entry[0]} is {left.shape[:2]}")
+        sample: Sample = {"left": left, "right": right, "disparity": disp, "valid": valid, "name": self.names[index]}
+        if len(entry) > 3 and entry[3]:
+            sample["nonocc"] = read_mask(entry[3]) & valid
+        if self.augment_cfg is not None:
+            rng = np.random.default_rng([self.seed, index])
+            sample["left"], sample["right"], sample["disparity"], sample["valid"] = augment(
+                left, right, disp, valid, rng, self.augment_cfg)
+            sample.pop("nonocc", None)
+        return sample
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def _first(folder: Path, stems: Sequence[str]) -> Optional[Path]:
+    for stem in stems:
+        hits = sorted(folder.glob(stem))
+        if hits:
+            return hits[0]
+    return None
+
+
+# ----------------------------------------------------------------------------- readers
+def folder_dataset(root: str, **kw) -> StereoDataset:
+    """Scene folders (the layout of ../shared/data/stereo and for users' own data):
+    each scene has left.*, right.*, disp_left.* and a meta.json with disparity_divisor and invalid_value."""
+    from .io import read_scene_disparity
+    root_p = _require(Path(root), "dataset folder")
+    scenes = sorted({p.parent for p in root_p.rglob("left.*")})
+    if not scenes:
+        raise FileNotFoundError(f"no scene folders (with left.*) under {root_p}")
+    entries, names = [], []
+    for scene in scenes:
+        left = _first(scene, ["left.png", "left.jpg", "left.*"])
+        right = _first(scene, ["right.png", "right.jpg", "right.*"])
+        disp = _first(scene, ["disp_left.*"])
+        for p, what in ((right, "right image"), (disp, "disp_left.* ground truth")):
+            if p is None:
+                raise FileNotFoundError(f"{what} missing in scene folder {scene}")
+        _require(scene / "meta.json", "meta.json")
+        entries.append((str(left), str(right), str(disp)))
+        names.append(str(scene.relative_to(root_p)))
+    return StereoDataset(entries, disparity_reader=read_scene_disparity, names=names, **kw)
+
+
+def sceneflow_dataset(root: str, *, split: str = "TRAIN", pass_: str = "frames_cleanpass", **kw) -> StereoDataset:
+    """FlyingThings3D / Monkaa / Driving: <root>/<pass>/.../left/*.png with <root>/disparity/.../left/*.pfm."""
+    root_p = _require(Path(root), "SceneFlow root")
+    _require(root_p / pass_, f"SceneFlow {pass_} folder")
+    lefts = sorted(p for p in (root_p / pass_).rglob("left/*.png") if split.upper() in str(p).upper() or split == "all")
+    if not lefts:
+        lefts = sorted((root_p / pass_).rglob("left/*.png"))
+    if not lefts:
+        raise FileNotFoundError(f"no left/*.png under {root_p / pass_}")
+    entries = []
+    for left in lefts:
+        rel = left.relative_to(root_p / pass_)
+        right = root_p / pass_ / str(rel).replace("left", "right", 1)
+        disp = (root_p / "disparity" / rel).with_suffix(".pfm")
+        entries.append((str(left), str(_require(right, "right image")), str(_require(disp, "disparity PFM"))))
+    return StereoDataset(entries, disparity_reader=lambda p: _dense(read_disparity(p)), **kw)
+
+
+def _dense(d: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    valid = np.isfinite(d) & (d >= 0)
+    return np.where(valid, d, 0).astype(np.float32), valid
+
+
+def _png256(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    from .io import read_png_disparity
+    return read_png_disparity(path, divisor=256.0, invalid=0)
+
+
+def kitti_dataset(root: str, *, occ: bool = True, **kw) -> StereoDataset:
+    """KITTI 2012 (colored_0/1, disp_occ) or 2015 (image_2/3, disp_occ_0)."""
+    root_p = _require(Path(root), "KITTI root")
+    for left_dir, right_dir, disp_dir in (("colored_0", "colored_1", "disp_occ" if occ else "disp_noc"),
+                                          ("image_2", "image_3", "disp_occ_0" if occ else "disp_noc_0")):
+        if (root_p / left_dir).is_dir():
+            break
+    else:
+        raise FileNotFoundError(f"neither {root_p / 'colored_0'} (KITTI 2012) nor {root_p / 'image_2'} (KITTI 2015) exists")
+    _require(root_p / disp_dir, "KITTI disparity folder")
+    entries, names = [], []
+    for disp in sorted((root_p / disp_dir).glob("*.png")):
+        left = root_p / left_dir / disp.name
+        entries.append((str(_require(left, "left image")), str(_require(root_p / right_dir / disp.name, "right image")), str(disp)))
+        names.append(disp.stem)
+    if not entries:
+        raise FileNotFoundError(f"no disparity PNGs in {root_p / disp_dir}")
+    return StereoDataset(entries, disparity_reader=_png256, names=names, **kw)
+
+
+def middlebury_dataset(root: str, **kw) -> StereoDataset:
+    """Middlebury 2014 / MiddEval3 and ETH3D two-view: <scene>/im0.png, im1.png, disp0GT.pfm (inf = invalid),
+    optional mask0nocc.png (255 = non-occluded)."""
+    root_p = _require(Path(root), "Middlebury/ETH3D root")
+    scenes = sorted({p.parent for p in root_p.rglob("im0.png")})
+    if not scenes:
+        raise FileNotFoundError(f"no im0.png scene folders under {root_p}")
+    entries, names = [], []
+    for s in scenes:
+        gt = _first(s, ["disp0GT.pfm", "disp0.pfm"])
+        if gt is None:
+            raise FileNotFoundError(f"disp0GT.pfm missing in {s}")
+        mask = s / "mask0nocc.png"
+        entries.append((str(s / "im0.png"), str(_require(s / "im1.png", "im1.png")), str(gt),
+                        str(mask) if mask.exists() else ""))
+        names.append(s.name)
+    return StereoDataset(entries, disparity_reader=lambda p: _dense(read_disparity(p)), names=names, **kw)
+
+
+def argoverse_dataset(root: str, *, split: str = "val", **kw) -> StereoDataset:
+    """Argoverse 1 stereo v1.1: rectified_stereo_images_v1.1/<split>/<log>/stereo_front_{left,right}_rect/*.jpg
+    and disparity_maps_v1.1/<split>/<log>/stereo_front_left_rect_disparity/*.png (uint16/256, 0 invalid)."""
+    root_p = _require(Path(root), "Argoverse root")
+    img_root = _require(root_p / "rectified_stereo_images_v1.1" / split, "Argoverse image split")
+    disp_root = _require(root_p / "disparity_maps_v1.1" / split, "Argoverse disparity split")
+    entries, names = [], []
+    for disp in sorted(disp_root.glob("*/stereo_front_left_rect_disparity/*.png")):
+        log = disp.parent.parent.name
+        # disparity_<stamp>.png <-> stereo_front_left_rect_<stamp>.jpg
+        stamp = disp.stem.split("_")[-1]
+        left = img_root / log / "stereo_front_left_rect" / f"stereo_front_left_rect_{stamp}.jpg"
+        right = img_root / log / "stereo_front_right_rect" / f"stereo_front_right_rect_{stamp}.jpg"
+        entries.append((str(_require(left, "left image")), str(_require(right, "right image")), str(disp)))
+        names.append(f"{log}/{stamp}")
+    if not entries:
+        raise FileNotFoundError(f"no disparity maps under {disp_root}")
+    return StereoDataset(entries, disparity_reader=_png256, names=names, **kw)
+
+
+def carla_dataset(root: str, **kw) -> StereoDataset:
+    """CARLA-style driving captures in a KITTI-like layout (image_2/image_3/disp_occ_0)."""
+    return kitti_dataset(root, **kw)
+
+
+# ----------------------------------------------------------------------------- procedural
+@dataclass
+class ProceduralDataset:
+    """Infinite on-the-fly synthetic pairs; sample i is a pure function of (seed, i), so a resumed
+    run sees exactly the data it would have seen."""
+    render: ProceduralConfig = field(default_factory=ProceduralConfig)
+    augment_cfg: Optional[AugmentConfig] = None
+    seed: int = 0
+    length: int = 10 ** 9
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Sample:
+        rng = np.random.default_rng([self.seed, index])
+        left, right, disp, valid = render_pair(rng, self.render)
+        if self.augment_cfg is not None:
+            left, right, disp, valid = augment(left, right, disp, valid, rng, self.augment_cfg)
+            # the crop may cut a pixel's match out of the right view
+            xs = np.arange(disp.shape[1], dtype=np.float32)[None, :]
+            valid = valid & (xs - disp >= 0)
+        return {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"procedural_{index}"}
+
+
+READERS: Dict[str, Callable[..., StereoDataset]] = {
+    "folder": folder_dataset,
+    "sceneflow": sceneflow_dataset,
+    "kitti": kitti_dataset,
+    "middlebury": middlebury_dataset,
+    "eth3d": middlebury_dataset,
+    "argoverse": argoverse_dataset,
+    "carla": carla_dataset,
+}
+
+
+def build_dataset(name: str, root: Optional[str] = None, **kw):
+    if name == "procedural":
+        return ProceduralDataset(**kw)
+    if name not in READERS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {sorted([*READERS, 'procedural'])}")
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs a root folder")
+    return READERS[name](root, **kw)

@@ -1,0 +1,146 @@
+"""File formats: images, PFM, KITTI-style uint16 PNG disparity, scene-folder disparity, calib.txt.
+
+Every reader raises ValueError/FileNotFoundError naming the file and what is wrong with it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Dict, Tuple
+
+import cv2
+import numpy as np
+
+
+def read_image(path: str) -> np.ndarray:
+    """-> (H, W, 3) uint8 RGB (gray is replicated)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"{path}: not a readable image (corrupt or unsupported format)")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    elif img.shape[2] == 4:
+        img = img[..., :3]
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def read_pfm(path: str) -> np.ndarray:
+    """PFM: 'Pf' (1 channel) or 'PF' (3), rows stored bottom-up, negative scale = little-endian."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.readline().strip()
+            if header not in (b"PF", b"Pf"):
+                raise ValueError(f"{path}: not a PFM file (header {header[:10]!r})")
+            dims = fh.readline()
+            while dims.startswith(b"#"):
+                dims = fh.readline()
+            m = re.match(rb"^\s*(\d+)\s+(\d+)\s*$", dims)
+            if not m:
+                raise ValueError(f"{path}: malformed PFM size line {dims[:40]!r}")
+            width, height = int(m.group(1)), int(m.group(2))
+            try:
+                scale = float(fh.readline().strip())
+            except ValueError:
+                raise ValueError(f"{path}: malformed PFM scale line") from None
+            channels = 3 if header == b"PF" else 1
+            count = width * height * channels
+            data = np.frombuffer(fh.read(), dtype="<f4" if scale < 0 else ">f4")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"PFM file not found: {path}") from None
+    if data.size < count:
+        raise ValueError(f"{path}: truncated PFM, {data.size} of {count} values present")
+    arr = data[:count].reshape(height, width, channels) if channels == 3 else data[:count].reshape(height, width)
+    return np.ascontiguousarray(np.flipud(arr)).astype(np.float32)
+
+
+def write_pfm(path: str, array: np.ndarray) -> None:
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"write_pfm expects (H, W), got {array.shape}")
+    height, width = array.shape
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(b"Pf\n%d %d\n-1\n" % (width, height))
+        fh.write(np.flipud(array).astype("<f4").tobytes())
+    os.replace(tmp, path)
+
+
+def read_png_disparity(path: str, *, divisor: float, invalid: float = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """uint8/uint16 PNG or PGM disparity: value / divisor, `invalid` marks no ground truth."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"disparity file not found: {path}")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ValueError(f"{path}: not a readable disparity image (corrupt or unsupported format)")
+    if raw.ndim == 3:
+        raw = raw[..., 0]
+    valid = raw != invalid
+    return (raw.astype(np.float32) / divisor) * valid, valid
+
+
+def read_disparity(path: str) -> np.ndarray:
+    """PFM or KITTI PNG (uint16 / 256); invalid entries come back as inf (PFM) or 0."""
+    if str(path).lower().endswith(".pfm"):
+        d = read_pfm(path)
+        return d[..., 0] if d.ndim == 3 else d
+    disp, valid = read_png_disparity(path, divisor=256.0)
+    return np.where(valid, disp, np.inf).astype(np.float32)
+
+
+def read_scene_disparity(path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """disp_left.* of a scene folder, decoded with the folder's meta.json (disparity_divisor, invalid_value)."""
+    meta_path = Path(path).parent / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        divisor = float(meta.get("disparity_divisor", 1.0))
+        invalid = meta.get("invalid_value", 0)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"meta.json not found beside {path}") from None
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{meta_path}: bad meta.json ({exc})") from None
+    if str(path).lower().endswith(".pfm"):
+        d = read_pfm(path)
+        d = d[..., 0] if d.ndim == 3 else d
+        valid = np.isfinite(d) & (d > 0) if invalid in ("inf", None) else np.isfinite(d) & (d != float(invalid))
+        return np.where(valid, d / divisor, 0).astype(np.float32), valid
+    inv = 0 if invalid in ("inf", None) else float(invalid)
+    return read_png_disparity(path, divisor=divisor, invalid=inv)
+
+
+def read_mask(path: str) -> np.ndarray:
+    raw = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if raw is None:
+        raise ValueError(f"{path}: not a readable mask image")
+    return raw > 127
+
+
+def read_calib(path: str) -> Dict[str, float]:
+    """Middlebury/ETH3D calib.txt -> f, cx, cy, doffs, baseline (same unit as the file, usually mm), width, height."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"calibration file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text calibration file") from None
+    values: Dict[str, str] = {}
+    for line in text.splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            values[k.strip()] = v.strip()
+    try:
+        cam0 = [float(x) for x in values["cam0"].strip("[]").replace(";", " ").split()]
+        out = {"f": cam0[0], "cx": cam0[2], "cy": cam0[5], "baseline": float(values["baseline"]),
+               "doffs": float(values.get("doffs", 0.0))}
+        cam1 = [float(x) for x in values.get("cam1", values["cam0"]).strip("[]").replace(";", " ").split()]
+        out["cx_right"] = cam1[2]
+        if "doffs" not in values:
+            out["doffs"] = cam1[2] - cam0[2]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"{path}: malformed calib.txt, need cam0=[f 0 cx; 0 f cy; 0 0 1] and baseline= ({exc!r})") from None
+    return out

@@ -1,0 +1,133 @@
+"""Fixed-point solvers for z* = f(z*), all with one signature:
+
+    solver(func, z0, *, max_iter, tol, stop=None, **options) -> (z, SolverInfo)
+
+`func` maps a flat (B, N) state to a flat (B, N) state. One iteration is one evaluation of `func`;
+the returned z is always a value of `func` (the iterate with the lowest residual), so even one
+iteration has gone through the update operator. Runs under no_grad: gradients are attached by
+the backward modes in `ges_core.deq.backward`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+Func = Callable[[torch.Tensor], torch.Tensor]
+StopFn = Callable[[int], bool]
+
+
+@dataclass
+class SolverInfo:
+    residuals: List[float] = field(default_factory=list)   # relative residual |f(z)-z| / |f(z)| per iteration
+    iters: int = 0
+    diverged: bool = False                                  # a non-finite value appeared
+
+
+def relative_residual(fz: torch.Tensor, z: torch.Tensor) -> float:
+    """Worst element of the batch: |f(z) - z| / |f(z)| over each flat state."""
+    num = (fz - z).flatten(1).norm(dim=1)
+    den = fz.flatten(1).norm(dim=1).clamp_min(1e-8)
+    return float((num / den).max())
+
+
+class _Best:
+    """Keeps the lowest-residual finite f-value seen."""
+
+    def __init__(self) -> None:
+        self.z: Optional[torch.Tensor] = None
+        self.res = float("inf")
+
+    def offer(self, fz: torch.Tensor, res: float) -> None:
+        if res <= self.res or self.z is None:
+            self.z, self.res = fz, res
+
+
+def _finite(x: torch.Tensor) -> bool:
+    return bool(torch.isfinite(x).all())
+
+
+@torch.no_grad()
+def fixed_point(func: Func, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0,
+                stop: Optional[StopFn] = None) -> Tuple[torch.Tensor, SolverInfo]:
+    """Plain iteration z <- f(z)."""
+    info, best, z = SolverInfo(), _Best(), z0
+    for k in range(max(1, max_iter)):
+        if k > 0 and stop is not None and stop(k):
+            break
+        fz = func(z)
+        info.iters += 1
+        if not _finite(fz):
+            info.diverged = True
+            break
+        res = relative_residual(fz, z)
+        info.residuals.append(res)
+        best.offer(fz, res)
+        z = fz
+        if res < tol:
+            break
+    return (best.z if best.z is not None else z0), info
+
+
+@torch.no_grad()
+def anderson(func: Func, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0, stop: Optional[StopFn] = None,
+             m: int = 5, beta: float = 1.0, lam: float = 1e-4) -> Tuple[torch.Tensor, SolverInfo]:
+    """Anderson acceleration (Walker & Ni 2011) over the last m iterates, per batch element.
+
+    The mixing weights solve a small bordered least-squares system, always in float32 (it is
+    ill-conditioned in half precision).
+    """
+    batch = z0.shape[0]
+    dtype = z0.dtype
+    x_hist: List[torch.Tensor] = []   # iterates x_k, flat float32
+    f_hist: List[torch.Tensor] = []   # f(x_k)
+    info, best, x = SolverInfo(), _Best(), z0.flatten(1).float()
+    for k in range(max(1, max_iter)):
+        if k > 0 and stop is not None and stop(k):
+            break
+        fx = func(x.to(dtype).view_as(z0))
+        info.iters += 1
+        if not _finite(fx):
+            info.diverged = True
+            break
+        res = relative_residual(fx, x.to(dtype).view_as(z0))
+        info.residuals.append(res)
+        best.offer(fx, res)
+        if res < tol:
+            break
+        x_hist.append(x)
+        f_hist.append(fx.flatten(1).float())
+        x_hist, f_hist = x_hist[-m:], f_hist[-m:]
+        n = len(x_hist)
+        if n == 1:
+            x = f_hist[0]
+            continue
+        X = torch.stack(x_hist, dim=1)                    # (B, n, N)
+        F = torch.stack(f_hist, dim=1)
+        G = F - X
+        # minimise |sum_i alpha_i g_i| s.t. sum_i alpha_i = 1, via the bordered normal equations
+        H = torch.zeros(batch, n + 1, n + 1, device=x.device)
+        H[:, 0, 1:] = 1
+        H[:, 1:, 0] = 1
+        H[:, 1:, 1:] = G @ G.transpose(1, 2) + lam * torch.eye(n, device=x.device)
+        rhs = torch.zeros(batch, n + 1, 1, device=x.device)
+        rhs[:, 0] = 1
+        alpha = torch.linalg.solve(H, rhs)[:, 1:, 0]      # (B, n)
+        x = beta * (alpha.unsqueeze(1) @ F)[:, 0] + (1 - beta) * (alpha.unsqueeze(1) @ X)[:, 0]
+        if not _finite(x):   # singular history: restart from the newest f-value
+            x_hist, f_hist, x = [], [], f_hist[-1]
+    return (best.z if best.z is not None else z0), info
+
+
+SOLVERS: Dict[str, Callable[..., Tuple[torch.Tensor, SolverInfo]]] = {
+    "fixed_point": fixed_point,
+    "anderson": anderson,
+}
+
+
+def get_solver(name: str):
+    try:
+        return SOLVERS[name]
+    except KeyError:
+        raise ValueError(f"unknown solver {name!r}; valid: {sorted(SOLVERS)}") from None

@@ -1,0 +1,31 @@
+"""Training loss: smooth-L1 on the volumetric and fixed-point disparities, masked by validity and
+the maximum disparity."""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .model.ges import GESOutput
+
+
+def masked_smooth_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if not bool(mask.any()):
+        return pred.sum() * 0.0
+    return F.smooth_l1_loss(pred[mask], target[mask])
+
+
+def stereo_loss(out: GESOutput, target: torch.Tensor, valid: torch.Tensor, *, max_disp: float,
+                init_weight: float = 1.0, final_weight: float = 1.0) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """target, valid: (B, 1, H, W). Returns the loss and scalars for logging (EPE, bad-2 of the final)."""
+    mask = valid & (target < max_disp) & torch.isfinite(target)
+    loss = init_weight * masked_smooth_l1(out.init_disparity, target, mask) \
+        + final_weight * masked_smooth_l1(out.disparity, target, mask)
+    with torch.no_grad():
+        err = (out.disparity - target).abs()[mask]
+        init_err = (out.init_disparity - target).abs()[mask]
+        stats = {"epe": float(err.mean()) if err.numel() else float("nan"),
+                 "bad2": float((err > 2).float().mean() * 100) if err.numel() else float("nan"),
+                 "init_epe": float(init_err.mean()) if init_err.numel() else float("nan")}
+    return loss, stats

@@ -1,0 +1,187 @@
+"""The GES network: a volumetric initial disparity refined by a deep-equilibrium ConvGRU update."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import GESConfig
+from ..deq.backward import BACKWARDS, check_backward
+from ..deq.solvers import SolverInfo, get_solver, StopFn
+from .extractor import ContextEncoder, FeatureEncoder
+from .update import ConvexUpsampler, UpdateBlock
+from .volume import UNet3D, VolumeLookup, groupwise_correlation, probability_mass_near, topk_soft_argmin
+
+PAD_MULTIPLE = 16   # 1/16 is the coarsest GRU level
+
+
+class GESOutput(NamedTuple):
+    disparity: torch.Tensor        # (B, 1, H, W) final disparity, px, left view, x_right = x_left - d
+    init_disparity: torch.Tensor   # (B, 1, H, W) from the volumetric branch
+    confidence: torch.Tensor       # (B, 1, H, W) in [0, 1]
+    residuals: List[float]         # relative residual per solver iteration
+    iters: int                     # solver iterations run
+    state: torch.Tensor            # (B, N) flat fixed point, the warm start for the next frame
+    diverged: bool                 # the solver met a non-finite value
+
+
+@dataclass
+class Encoded:
+    """Everything that does not change across solver iterations, computed once per pair."""
+    context: List[List[torch.Tensor]]   # per level (cz, cr, cq)
+    lookup: VolumeLookup
+    prob: torch.Tensor                  # (B, D, H/4, W/4) softmax of the matching logits
+    init_disparity: torch.Tensor        # (B, 1, H/4, W/4) in 1/4-resolution pixels
+    hidden0: List[torch.Tensor]
+    shapes: List[torch.Size]            # state layout: h04, h08, h16, disparity
+    pad: Tuple[int, int]                # (bottom, right) padding added to the input
+
+
+class GES(nn.Module):
+    def __init__(self, *, config: GESConfig, feature_encoder: nn.Module, context_encoder: nn.Module,
+                 cost_filter: nn.Module, cost_head: nn.Module, lookup_heads: nn.ModuleList,
+                 context_injection: nn.ModuleList, update_block: nn.Module, upsampler: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.feature_encoder = feature_encoder
+        self.context_encoder = context_encoder
+        self.cost_filter = cost_filter
+        self.cost_head = cost_head
+        self.lookup_heads = lookup_heads
+        self.context_injection = context_injection
+        self.update_block = update_block
+        self.upsampler = upsampler
+        self.hyper_solver: Optional[nn.Module] = None   # set by ges_core.deq.hyper when trained
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, left: torch.Tensor, right: torch.Tensor) -> Encoded:
+        if left.shape != right.shape or left.dim() != 4 or left.shape[1] != 3:
+            raise ValueError(f"expected left and right of equal shape (B, 3, H, W), got {tuple(left.shape)} "
+                             f"and {tuple(right.shape)}")
+        cfg = self.config
+        _, _, height, width = left.shape
+        pad = (-height % PAD_MULTIPLE, -width % PAD_MULTIPLE)
+        images = torch.cat([left, right], dim=0) / 127.5 - 1.0
+        if pad != (0, 0):
+            images = F.pad(images, (0, pad[1], 0, pad[0]), mode="replicate")
+        batch = left.shape[0]
+        feats = self.feature_encoder(images)
+        f_left, f_right = feats[:batch], feats[batch:]
+        hidden0, ctx = self.context_encoder(images[:batch])
+        context = [list(inj(c).chunk(3, dim=1)) for inj, c in zip(self.context_injection, ctx)]
+
+        volume = groupwise_correlation(f_left, f_right, groups=cfg.groups, num_disp=cfg.num_disp)  # (B, G, D, H/4, W/4)
+        geo = self.cost_filter(volume)                                  # C(s): (B, c_s, D/2^s, H/4/2^s, W/4/2^s)
+        logits = self.cost_head(geo[0]).squeeze(1)                      # (B, D, H/4, W/4)
+        init = topk_soft_argmin(logits, cfg.train_topk if self.training else cfg.topk)
+        lookup_vols = [head(g) for head, g in zip(self.lookup_heads, geo)]
+        if cfg.corr_lookup:
+            lookup_vols.append(volume)
+        lookup = VolumeLookup(lookup_vols, radius=cfg.lookup_radius)
+        shapes = [h.shape for h in hidden0] + [init.shape]
+        return Encoded(context, lookup, logits.softmax(dim=1), init, hidden0, shapes, pad)
+
+    # --------------------------------------------------------------- the map f
+    def pack(self, hidden: Sequence[torch.Tensor], disparity: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t.flatten(1) for t in (*hidden, disparity)], dim=1)
+
+    def unpack(self, z: torch.Tensor, enc: Encoded) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        sizes = [s[1:].numel() for s in enc.shapes]
+        parts = [p.view(-1, *s[1:]) for p, s in zip(z.split(sizes, dim=1), enc.shapes)]
+        return parts[:3], parts[3]
+
+    def initial_state(self, enc: Encoded) -> torch.Tensor:
+        return self.pack(enc.hidden0, enc.init_disparity)
+
+    def step(self, z: torch.Tensor, enc: Encoded) -> torch.Tensor:
+        """One update f(z; x): a pure function of the state and the pair's encoding."""
+        hidden, disparity = self.unpack(z, enc)
+        hidden, disparity = self.update_block(hidden, disparity, enc.context, enc.lookup)
+        return self.pack(hidden, disparity)
+
+    # ------------------------------------------------------------------ solve
+    def solve(self, enc: Encoded, *, iters: int, solver: Optional[str] = None, init: Optional[torch.Tensor] = None,
+              stop: Optional[StopFn] = None, tol: Optional[float] = None) -> Tuple[torch.Tensor, SolverInfo]:
+        cfg = self.config
+        z0 = self.initial_state(enc) if init is None else init
+        if z0.shape != self.initial_state(enc).shape:
+            raise ValueError(f"warm-start state has shape {tuple(z0.shape)}, this pair needs "
+                             f"{tuple(self.initial_state(enc).shape)}")
+        name = solver or cfg.solver
+        tol = cfg.tol if tol is None else tol
+        func = lambda z: self.step(z, enc)  # noqa: E731
+        if name == "hyper_anderson":
+            if self.hyper_solver is None:
+                raise ValueError("solver 'hyper_anderson' needs trained solver weights; none are loaded")
+            return self.hyper_solver.solve(func, z0, enc=enc, max_iter=iters, tol=tol, stop=stop, use_init=init is None)
+        opts = {"m": cfg.anderson_m, "beta": cfg.anderson_beta} if name == "anderson" else {}
+        return get_solver(name)(func, z0, max_iter=iters, tol=tol, stop=stop, **opts)
+
+    def decode(self, z: torch.Tensor, enc: Encoded) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Flat state -> full-resolution (disparity, confidence), cropped to the input size."""
+        hidden, disparity = self.unpack(z, enc)
+        full = self.upsampler(disparity, hidden[0])
+        conf = probability_mass_near(enc.prob, disparity)
+        conf = F.interpolate(conf, scale_factor=4, mode="bilinear", align_corners=False).clamp(0, 1)
+        return self._crop(full, enc), self._crop(conf, enc)
+
+    def upsample_init(self, enc: Encoded) -> torch.Tensor:
+        init = 4 * F.interpolate(enc.init_disparity, scale_factor=4, mode="bilinear", align_corners=False)
+        return self._crop(init, enc)
+
+    @staticmethod
+    def _crop(x: torch.Tensor, enc: Encoded) -> torch.Tensor:
+        bottom, right = enc.pad
+        return x[..., : x.shape[-2] - bottom, : x.shape[-1] - right]
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, left: torch.Tensor, right: torch.Tensor, *, iters: Optional[int] = None,
+                init: Optional[torch.Tensor] = None, solver: Optional[str] = None) -> GESOutput:
+        """left, right: (B, 3, H, W) float in [0, 255]."""
+        cfg = self.config
+        check_backward(cfg.backward)
+        enc = self.encode(left, right)
+        grad = torch.is_grad_enabled() and self.training
+        iters = iters or (cfg.train_iters if self.training else cfg.iters)
+        if grad and cfg.backward == "bptt":
+            z, info = self._unrolled(enc, iters, init)
+        else:
+            z, info = self.solve(enc, iters=iters, solver=solver, init=init)
+            if grad:
+                z = BACKWARDS[cfg.backward](lambda s: self.step(s, enc), z, steps=cfg.phantom_steps,
+                                            tau=cfg.phantom_tau, iters=cfg.ift_iters, tol=cfg.ift_tol)
+        disparity, confidence = self.decode(z, enc)
+        return GESOutput(disparity, self.upsample_init(enc), confidence, info.residuals, info.iters,
+                         z.detach(), info.diverged)
+
+    def _unrolled(self, enc: Encoded, iters: int, init: Optional[torch.Tensor]) -> Tuple[torch.Tensor, SolverInfo]:
+        z = self.initial_state(enc) if init is None else init
+        info = SolverInfo()
+        for _ in range(iters):
+            fz = self.step(z, enc)
+            info.residuals.append(float((fz - z).detach().flatten(1).norm(dim=1).max()
+                                        / fz.detach().flatten(1).norm(dim=1).clamp_min(1e-8).max()))
+            info.iters += 1
+            z = fz
+        return z, info
+
+
+def build_model(config: GESConfig) -> GES:
+    """Assemble GES from its parts, sized by the config."""
+    cfg = config
+    lookup_channels = (3 * cfg.lookup_channels + (cfg.groups if cfg.corr_lookup else 0)) * (2 * cfg.lookup_radius + 1)
+    return GES(
+        config=cfg,
+        feature_encoder=FeatureEncoder(channels=cfg.encoder_channels, out_channels=cfg.feature_channels),
+        context_encoder=ContextEncoder(channels=cfg.encoder_channels, hidden_dims=cfg.hidden_dims),
+        cost_filter=UNet3D(in_channels=cfg.groups, channels=cfg.unet_channels),
+        cost_head=nn.Conv3d(cfg.unet_channels[0], 1, 3, padding=1),
+        lookup_heads=nn.ModuleList(nn.Conv3d(c, cfg.lookup_channels, 1) for c in cfg.unet_channels),
+        context_injection=nn.ModuleList(nn.Conv2d(h, 3 * h, 3, padding=1) for h in cfg.hidden_dims),
+        update_block=UpdateBlock(hidden_dims=cfg.hidden_dims, lookup_channels=lookup_channels,
+                                 motion_channels=cfg.motion_channels, slow_fast=cfg.slow_fast),
+        upsampler=ConvexUpsampler(cfg.hidden_dims[0]),
+    )

@@ -1,0 +1,109 @@
+"""Volumetric branch: group-wise correlation, 3D UNet geometric features, top-k soft-argmin,
+and the trilinear lookup the update operator uses to read the 3D features."""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def groupwise_correlation(left: torch.Tensor, right: torch.Tensor, *, groups: int, num_disp: int) -> torch.Tensor:
+    """(B, C, H, W) x2 -> (B, G, D, H, W); entry d compares left x with right x - d (zero where x < d)."""
+    batch, channels, height, width = left.shape
+    if channels % groups:
+        raise ValueError(f"feature channels {channels} not divisible by groups {groups}")
+    l = left.view(batch, groups, channels // groups, height, width)
+    r = right.view(batch, groups, channels // groups, height, width)
+    volume = left.new_zeros(batch, groups, num_disp, height, width)
+    for d in range(min(num_disp, width)):
+        if d == 0:
+            volume[:, :, 0] = (l * r).mean(dim=2)
+        else:
+            volume[:, :, d, :, d:] = (l[..., d:] * r[..., :-d]).mean(dim=2)
+    return volume
+
+
+def _conv3d(in_ch: int, out_ch: int, *, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),
+        nn.GroupNorm(min(4, out_ch), out_ch),
+        nn.LeakyReLU(0.1, inplace=True),
+    )
+
+
+class UNet3D(nn.Module):
+    """Cost volume (B, G, D, H, W) -> geometric features C(s), s = 0, 1, 2, each halving D, H, W."""
+
+    def __init__(self, *, in_channels: int, channels: Sequence[int]) -> None:
+        super().__init__()
+        c0, c1, c2 = channels
+        self.enc0 = nn.Sequential(_conv3d(in_channels, c0), _conv3d(c0, c0))
+        self.enc1 = nn.Sequential(_conv3d(c0, c1, stride=2), _conv3d(c1, c1))
+        self.enc2 = nn.Sequential(_conv3d(c1, c2, stride=2), _conv3d(c2, c2))
+        self.dec1 = _conv3d(c2 + c1, c1)
+        self.dec0 = _conv3d(c1 + c0, c0)
+
+    def forward(self, volume: torch.Tensor) -> List[torch.Tensor]:
+        e0 = self.enc0(volume)                 # (B, c0, D, H, W)
+        e1 = self.enc1(e0)                     # (B, c1, D/2, H/2, W/2)
+        c2 = self.enc2(e1)                     # (B, c2, D/4, H/4, W/4)
+        up = F.interpolate(c2, size=e1.shape[2:], mode="trilinear", align_corners=False)
+        c1 = self.dec1(torch.cat([up, e1], dim=1))
+        up = F.interpolate(c1, size=e0.shape[2:], mode="trilinear", align_corners=False)
+        c0 = self.dec0(torch.cat([up, e0], dim=1))
+        return [c0, c1, c2]
+
+
+def topk_soft_argmin(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, D, H, W) matching logits -> (B, 1, H, W) disparity in bins, a softmax over the top-k bins
+    (CoEx); k <= 0 or k >= D is the full soft-argmin."""
+    num_disp = logits.shape[1]
+    index = torch.arange(num_disp, device=logits.device, dtype=logits.dtype).view(1, num_disp, 1, 1)
+    if k <= 0 or k >= num_disp:
+        return (logits.softmax(dim=1) * index).sum(dim=1, keepdim=True)
+    values, idx = logits.topk(k, dim=1)
+    return (values.softmax(dim=1) * idx.to(logits.dtype)).sum(dim=1, keepdim=True)
+
+
+def probability_mass_near(prob: torch.Tensor, disparity: torch.Tensor, *, radius: float = 1.5) -> torch.Tensor:
+    """Mass of a (B, D, H, W) distribution within `radius` bins of (B, 1, H, W) disparity -> (B, 1, H, W)."""
+    num_disp = prob.shape[1]
+    index = torch.arange(num_disp, device=prob.device, dtype=prob.dtype).view(1, num_disp, 1, 1)
+    near = (index - disparity).abs() <= radius
+    return (prob * near).sum(dim=1, keepdim=True).clamp(0.0, 1.0)
+
+
+class VolumeLookup:
+    """Samples the 3D features of every scale at disparity d +- r, trilinearly.
+
+    Built once per image pair (outside the solver loop); calling it is the per-iteration lookup.
+    Scale s has D/2^s bins; bin centres follow align_corners=False, so a level-0 disparity d maps
+    to (d + 0.5) / 2^s - 0.5 at scale s, and the x/y grid is the same for every scale.
+    """
+
+    def __init__(self, volumes: Sequence[torch.Tensor], *, radius: int) -> None:
+        self.volumes = list(volumes)   # each (B, C_s, D_s, H_s, W_s)
+        self.radius = radius
+        batch, _, _, height, width = self.volumes[0].shape
+        dev, dt = self.volumes[0].device, self.volumes[0].dtype
+        gy = (torch.arange(height, device=dev, dtype=dt) + 0.5) / height * 2 - 1
+        gx = (torch.arange(width, device=dev, dtype=dt) + 0.5) / width * 2 - 1
+        taps = 2 * radius + 1
+        self.gx = gx.view(1, 1, 1, width, 1).expand(batch, taps, height, width, 1)
+        self.gy = gy.view(1, 1, height, 1, 1).expand(batch, taps, height, width, 1)
+        self.offsets = torch.arange(-radius, radius + 1, device=dev, dtype=dt).view(1, taps, 1, 1)
+
+    def __call__(self, disparity: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) disparity in level-0 bins -> (B, sum_s C_s * (2r+1), H, W)."""
+        out = []
+        for s, vol in enumerate(self.volumes):
+            num_disp = vol.shape[2]
+            centre = (disparity + 0.5) / 2 ** s                       # continuous bin + 0.5 at scale s
+            gz = ((centre + self.offsets) / num_disp * 2 - 1).unsqueeze(-1)   # (B, taps, H, W, 1)
+            grid = torch.cat([self.gx, self.gy, gz], dim=-1)
+            sampled = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            batch, channels, taps, height, width = sampled.shape
+            out.append(sampled.reshape(batch, channels * taps, height, width))
+        return torch.cat(out, dim=1)

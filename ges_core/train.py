@@ -1,0 +1,360 @@
+"""`ges train`: AdamW + one-cycle, DEQ or BPTT per config, atomic checkpoints, exact resume.
+
+A run directory holds `checkpoint.pt` (model, optimizer, scheduler, step, RNG; written to a temp
+file and renamed, so a kill never leaves a broken one), `metrics.jsonl` (one line per log step),
+`final.safetensors` (weights for `load_predictor`) and TensorBoard scalars when tensorboard is
+installed. SIGINT/SIGTERM finish the current step, write a checkpoint and exit.
+Multi-GPU: launch with `torchrun --nproc_per_node N -m ges_core.cli train ...` (DDP).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from .config import GESConfig
+from .data.augment import AugmentConfig
+from .data.datasets import ProceduralDataset, build_dataset
+from .data.procedural import ProceduralConfig
+from .losses import stereo_loss
+from .model.ges import build_model
+from .weights import save_weights
+
+
+@dataclass
+class TrainConfig:
+    model: Dict[str, Any] = field(default_factory=lambda: {"preset": "small"})
+    data: Dict[str, Any] = field(default_factory=lambda: {"dataset": "procedural"})
+    augment: Dict[str, Any] = field(default_factory=dict)
+    out_dir: str = "runs/train"
+    batch_size: int = 4
+    steps: int = 1000
+    lr: float = 4e-4
+    weight_decay: float = 1e-5
+    pct_start: float = 0.05
+    clip: float = 1.0
+    init_weight: float = 1.0
+    final_weight: float = 1.0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    eval_every: int = 0               # 0 = only at the end
+    eval_pairs: int = 16
+    num_workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True                  # bf16/fp16 autocast on CUDA only
+    max_nan_streak: int = 10
+    half_weights: bool = True         # final.safetensors in fp16
+
+    @classmethod
+    def load(cls, path: str, overrides: Optional[Dict[str, Any]] = None) -> "TrainConfig":
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"training config not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: invalid YAML ({exc})") from None
+        raw.update(overrides or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ValueError(f"{path}: unknown training options {unknown}; valid: {sorted(names)}")
+        return cls(**raw)
+
+    def model_config(self) -> GESConfig:
+        m = dict(self.model)
+        base = GESConfig.preset(m.pop("preset", "small"))
+        return GESConfig.from_dict({**dataclasses.asdict(base), **m})
+
+
+def build_train_dataset(cfg: TrainConfig):
+    data = dict(cfg.data)
+    name = data.pop("dataset", "procedural")
+    aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.augment.items()})
+    if name == "procedural":
+        render = ProceduralConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "seed"})
+        return ProceduralDataset(render=render, augment_cfg=aug, seed=int(data.get("seed", cfg.seed)))
+    root = data.pop("root", None)
+    return build_dataset(name, root, augment_cfg=aug, seed=cfg.seed, **data)
+
+
+def heldout_dataset(cfg: TrainConfig) -> ProceduralDataset:
+    """Procedural pairs never drawn in training (another seed), rendered at the training size."""
+    data = {k: v for k, v in cfg.data.items() if k not in ("dataset", "seed")}
+    render = ProceduralConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    return ProceduralDataset(render=render, seed=10_000_000 + cfg.seed)
+
+
+def to_batch(samples: List[Dict[str, Any]], device: torch.device):
+    def stack(key, dtype):
+        return torch.from_numpy(np.stack([s[key] for s in samples])).to(device=device, dtype=dtype)
+    left = stack("left", torch.float32).permute(0, 3, 1, 2)
+    right = stack("right", torch.float32).permute(0, 3, 1, 2)
+    disp = stack("disparity", torch.float32).unsqueeze(1)
+    valid = stack("valid", torch.bool).unsqueeze(1)
+    return left, right, disp, valid
+
+
+class _IndexStream(torch.utils.data.Sampler):
+    """Sample indices from `start` on: the same sequence whether or not the run was interrupted.
+    Finite datasets are reshuffled each epoch with a generator seeded by (seed, epoch)."""
+
+    def __init__(self, length: int, start: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.length, self.start, self.seed, self.rank, self.world = length, start, seed, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        i = self.start
+        while True:
+            global_i = i * self.world + self.rank
+            if self.length >= 10 ** 8:     # procedural: the index is the sample
+                yield global_i
+            else:
+                epoch, pos = divmod(global_i, self.length)
+                perm = np.random.default_rng([self.seed, epoch]).permutation(self.length)
+                yield int(perm[pos])
+            i += 1
+
+
+def _collate(samples):
+    return samples
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    try:
+        # weights_only: the restricted unpickler that loads tensors and plain containers only
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    except Exception as exc:  # torch raises several types for a damaged zip/pickle stream
+        raise ValueError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    for key in ("model", "optimizer", "scheduler", "step", "config"):
+        if key not in state:
+            raise ValueError(f"{path}: checkpoint lacks {key!r}; not a ges checkpoint")
+    return state
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, resume: Optional[str] = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.rank, self.world = _init_distributed()
+        self.device = pick_device(cfg.device) if self.world == 1 else torch.device(f"cuda:{self.rank}")
+        torch.manual_seed(cfg.seed)
+        self.model_cfg = cfg.model_config()
+        self.model = build_model(self.model_cfg).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=cfg.pct_start,
+            cycle_momentum=False, anneal_strategy="linear")
+        self.step = 0
+        self.nan_skipped = 0
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            state = load_checkpoint(resume)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step = int(state["step"])
+            self.nan_skipped = int(state.get("nan_skipped", 0))
+            torch.set_rng_state(state["rng"])
+        self.stop_requested = False
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> Dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "step": self.step, "rng": torch.get_rng_state(),
+                "nan_skipped": self.nan_skipped, "config": self.model_cfg.to_json()}
+
+    def checkpoint(self) -> Path:
+        path = self.out / "checkpoint.pt"
+        if self.rank == 0:
+            save_checkpoint(path, self.state())
+        return path
+
+    def export(self, path: Optional[Path] = None) -> Path:
+        path = path or self.out / "final.safetensors"
+        if self.rank == 0:
+            save_weights(path, _unwrap(self.model), self.model_cfg, half=self.cfg.half_weights,
+                         metadata={"train_step": str(self.step)})
+        return path
+
+    # -------------------------------------------------------------- training
+    def _loader(self):
+        dataset = build_train_dataset(self.cfg)
+        sampler = _IndexStream(len(dataset), self.step * self.cfg.batch_size, self.cfg.seed, self.rank, self.world)
+        kw = {}
+        if self.cfg.num_workers > 0:
+            # fork after OpenCV hangs workers; spawn is safe
+            kw = {"num_workers": self.cfg.num_workers, "multiprocessing_context": "spawn", "prefetch_factor": 4,
+                  "persistent_workers": True}
+        return torch.utils.data.DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler,
+                                           collate_fn=_collate, **kw)
+
+    def _handle_signals(self):
+        def handler(signum, _frame):
+            self.stop_requested = True
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return old
+
+    def train(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        model = self.model
+        if self.world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[self.rank])
+        model.train()
+        old_handlers = self._handle_signals()
+        writer = _tensorboard(self.out) if self.rank == 0 else None
+        log = open(self.out / "metrics.jsonl", "a")
+        use_amp = cfg.amp and self.device.type == "cuda"
+        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        bar = _progress(total=cfg.steps, initial=self.step, enabled=self.progress and self.rank == 0)
+        nan_streak, t0, steps_done = 0, time.time(), 0
+        window: List[Dict[str, float]] = []
+        try:
+            batches = iter(self._loader())
+            while self.step < cfg.steps and not self.stop_requested:
+                left, right, disp, valid = to_batch(next(batches), self.device)
+                with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
+                    out = model(left, right)
+                loss, stats = stereo_loss(out, disp, valid, max_disp=self.model_cfg.max_disp,
+                                          init_weight=cfg.init_weight, final_weight=cfg.final_weight)
+                self.optimizer.zero_grad(set_to_none=True)
+                if not torch.isfinite(loss):
+                    self.nan_skipped += 1
+                    nan_streak += 1
+                    _warn(f"step {self.step}: non-finite loss, step skipped ({self.nan_skipped} so far)")
+                    if nan_streak >= cfg.max_nan_streak:
+                        raise RuntimeError(f"{nan_streak} non-finite losses in a row at step {self.step}; "
+                                           f"last checkpoint: {self.out / 'checkpoint.pt'}")
+                    self.step += 1
+                    self.scheduler.step()
+                    continue
+                nan_streak = 0
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                steps_done += 1
+                stats.update(loss=float(loss), grad_norm=float(grad_norm), iters=out.iters,
+                             residual=out.residuals[-1] if out.residuals else float("nan"))
+                window.append(stats)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    avg = {k: float(np.nanmean([w[k] for w in window])) for k in window[0]}
+                    avg.update(step=self.step, lr=self.scheduler.get_last_lr()[0],
+                               steps_per_s=steps_done / max(1e-6, time.time() - t0), time=time.time(),
+                               nan_skipped=self.nan_skipped)
+                    window = []
+                    if self.rank == 0:
+                        log.write(json.dumps(avg) + "\n")
+                        log.flush()
+                        if writer is not None:
+                            for k, v in avg.items():
+                                writer.add_scalar(f"train/{k}", v, self.step)
+                    bar.set_postfix(loss=f"{avg['loss']:.3f}", epe=f"{avg['epe']:.2f}", it_s=f"{avg['steps_per_s']:.2f}")
+                if self.step % cfg.checkpoint_every == 0:
+                    self.checkpoint()
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.rank == 0:
+                    self._log_eval(log, writer)
+            self.checkpoint()
+            if self.step >= cfg.steps:
+                self.export()
+                if self.rank == 0:
+                    self._log_eval(log, writer)
+        finally:
+            bar.close()
+            log.close()
+            if writer is not None:
+                writer.close()
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+        return {"step": self.step, "stopped": self.stop_requested, "nan_skipped": self.nan_skipped}
+
+    def _log_eval(self, log, writer) -> None:
+        res = evaluate_heldout(_unwrap(self.model), heldout_dataset(self.cfg), self.cfg.eval_pairs, self.device)
+        res.update(step=self.step, kind="eval")
+        log.write(json.dumps(res) + "\n")
+        log.flush()
+        if writer is not None:
+            for k, v in res.items():
+                if isinstance(v, float):
+                    writer.add_scalar(f"heldout/{k}", v, self.step)
+        self.model.train()
+
+
+@torch.no_grad()
+def evaluate_heldout(model, dataset, pairs: int, device: torch.device) -> Dict[str, float]:
+    was_training = model.training
+    model.eval()
+    epe, bad2, init_epe = [], [], []
+    for i in range(pairs):
+        left, right, disp, valid = to_batch([dataset[i]], device)
+        out = model(left, right)
+        mask = valid & (disp < model.config.max_disp)
+        err = (out.disparity - disp).abs()[mask]
+        epe.append(float(err.mean()))
+        bad2.append(float((err > 2).float().mean() * 100))
+        init_epe.append(float((out.init_disparity - disp).abs()[mask].mean()))
+    model.train(was_training)
+    return {"heldout_epe": float(np.mean(epe)), "heldout_bad2": float(np.mean(bad2)),
+            "heldout_init_epe": float(np.mean(init_epe))}
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def _init_distributed():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank()
+    if torch.cuda.is_available():
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    return rank, world
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter(str(out / "tb"))
+    except Exception:  # tensorboard is an optional extra
+        return None
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _warn(msg: str) -> None:
+    import sys
+    print(f"warning: {msg}", file=sys.stderr, flush=True)

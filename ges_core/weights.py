@@ -1,0 +1,74 @@
+"""Weights as safetensors with the GESConfig in the metadata. Nothing here unpickles."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+
+from .config import GESConfig
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")   # protocol-2+ pickles and torch's zip checkpoints
+
+
+def resolve_weights(weights: Union[str, os.PathLike]) -> Path:
+    if str(weights) == "default":
+        if not DEFAULT_WEIGHTS.exists():
+            raise FileNotFoundError(f"the default weights are not shipped in this checkout ({DEFAULT_WEIGHTS}); "
+                                    "train them with `ges train --config config/train/procedural_cpu.yaml`")
+        return DEFAULT_WEIGHTS
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    return path
+
+
+def save_weights(path: Union[str, os.PathLike], model: torch.nn.Module, config: GESConfig, *,
+                 half: bool = False, extra: Optional[Dict[str, torch.Tensor]] = None,
+                 metadata: Optional[Dict[str, str]] = None) -> None:
+    """Atomically write model (and optional extra tensors, e.g. a trained solver) to safetensors."""
+    from safetensors.torch import save_file
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        tensors[f"model.{k}"] = (v.half() if half and v.is_floating_point() else v).contiguous()
+    for k, v in (extra or {}).items():
+        tensors[k] = v.detach().cpu().contiguous()
+    meta = {"format": "ges", "config": config.to_json(), **(metadata or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_weights(path: Union[str, os.PathLike]) -> Tuple[GESConfig, Dict[str, torch.Tensor], Dict[str, str]]:
+    """-> (config, all tensors as float32 where floating, metadata). Refuses anything but safetensors."""
+    from safetensors import SafetensorError, safe_open
+    path = resolve_weights(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:1] in _PICKLE_MAGIC[:1] or head[:4] == _PICKLE_MAGIC[1]:
+        raise ValueError(f"{path}: looks like a pickle/torch checkpoint; only safetensors (or ONNX) weights are "
+                         "loaded, never pickles (they can run arbitrary code)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if "config" not in meta:
+        raise ValueError(f"{path}: safetensors file has no GES config in its metadata")
+    try:
+        config = GESConfig.from_json(meta["config"])
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: bad GES config in metadata ({exc})") from exc
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    return config, tensors, meta
+
+
+def model_state(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
