@@ -1,0 +1,162 @@
+"""Inference API: numpy images in, disparity/confidence out, with an optional latency budget.
+
+    pred = load_predictor("default", device="cpu")
+    r = pred.predict(left_rgb_uint8, right_rgb_uint8, iters=None, budget_ms=None, init=None)
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Union
+
+import cv2
+import numpy as np
+import torch
+
+from .config import GESConfig
+from .model.ges import GES, build_model
+from .weights import load_weights, model_state, resolve_weights
+
+
+@dataclass
+class Prediction:
+    disparity: np.ndarray            # (H, W) float32 px at the input size, left view
+    valid: np.ndarray                # (H, W) bool: finite, > 0 and inside the search range
+    confidence: np.ndarray           # (H, W) float32 in [0, 1]
+    iters: int                       # solver iterations run
+    residual: float                  # final relative residual |f(z)-z| / |f(z)|
+    residuals: List[float] = field(default_factory=list)
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+    state: Optional[torch.Tensor] = None   # fixed point, pass as `init` for the next frame
+    fallback: bool = False           # the solver diverged: the volumetric disparity was used
+
+
+def _to_tensor(img: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"{name} image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
+    return arr[..., :3]
+
+
+class Predictor:
+    def __init__(self, model: GES, *, device: Union[str, torch.device] = "cpu", solver: Optional[str] = None) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config: GESConfig = model.config
+        self.solver = solver or model.config.solver
+        self._iter_ms: Optional[float] = None     # online estimate of one solver iteration
+        self._decode_ms: float = 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.no_grad()
+    def predict(self, left: np.ndarray, right: np.ndarray, iters: Optional[int] = None,
+                budget_ms: Optional[float] = None, init: Optional[torch.Tensor] = None,
+                scale: float = 1.0) -> Prediction:
+        """left/right: (H, W, 3) RGB or (H, W) gray, uint8 (or float in [0, 255]).
+        iters: solver iterations (default: the config's); budget_ms: stop iterating when the next
+        iteration would overrun this budget (at least one runs); init: a previous Prediction.state;
+        scale: run the network on a resized pair and bring the disparity back to the input size."""
+        t_start = time.perf_counter()
+        timings: Dict[str, float] = {}
+        left_a, right_a = _to_tensor(left, "left"), _to_tensor(right, "right")
+        if left_a.shape != right_a.shape:
+            raise ValueError(f"left and right sizes differ: left {left_a.shape[1]}x{left_a.shape[0]}, "
+                             f"right {right_a.shape[1]}x{right_a.shape[0]} (WxH)")
+        height, width = left_a.shape[:2]
+        if height < 8 or width < 8:
+            raise ValueError(f"image too small: {width}x{height}")
+        if not 0.05 <= scale <= 4.0:
+            raise ValueError(f"scale must be in [0.05, 4], got {scale}")
+        if scale != 1.0:
+            size = (max(16, int(round(width * scale))), max(16, int(round(height * scale))))
+            left_a = cv2.resize(left_a, size, interpolation=cv2.INTER_AREA)
+            right_a = cv2.resize(right_a, size, interpolation=cv2.INTER_AREA)
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device).permute(2, 0, 1)[None].float()
+                   for a in (left_a, right_a)]
+        self._sync()
+        t = time.perf_counter()
+        timings["preprocess"] = (t - t_start) * 1e3
+
+        enc = self.model.encode(*tensors)
+        self._sync()
+        t_enc = time.perf_counter()
+        timings["encode"] = (t_enc - t) * 1e3
+
+        iters = int(iters or self.config.iters)
+        if init is not None and init.shape != self.model.initial_state(enc).shape:
+            init = None   # the image size changed: cold start
+        if init is not None:
+            init = init.to(self.device)
+        stop = None
+        marks = [t_enc]
+        if budget_ms is not None and budget_ms > 0:
+            def stop(k: int) -> bool:
+                self._sync()
+                now = time.perf_counter()
+                marks.append(now)
+                per_iter = (now - marks[0]) * 1e3 / k
+                elapsed = (now - t_start) * 1e3
+                return elapsed + per_iter + self._decode_ms > budget_ms
+        z, info = self.model.solve(enc, iters=iters, solver=self.solver, init=init, stop=stop)
+        self._sync()
+        t_solve = time.perf_counter()
+        timings["solve"] = (t_solve - t_enc) * 1e3
+        timings["per_iter"] = timings["solve"] / max(1, info.iters)
+
+        disparity, confidence = self.model.decode(z, enc)
+        fallback = info.diverged or not bool(torch.isfinite(disparity).all())
+        if fallback:
+            # the solver did not give a usable fixed point: publish the volumetric estimate instead
+            disparity = self.model.upsample_init(enc)
+            confidence = confidence * 0.5
+        self._sync()
+        t_dec = time.perf_counter()
+        timings["upsample"] = self._decode_ms = (t_dec - t_solve) * 1e3
+
+        disp = disparity[0, 0].float().cpu().numpy()
+        conf = confidence[0, 0].float().cpu().numpy()
+        if scale != 1.0:
+            disp = cv2.resize(disp, (width, height), interpolation=cv2.INTER_LINEAR) * (width / disp.shape[1])
+            conf = cv2.resize(conf, (width, height), interpolation=cv2.INTER_LINEAR)
+        valid = np.isfinite(disp) & (disp > 0) & (disp < self.config.max_disp)
+        disp = np.where(np.isfinite(disp), disp, 0).astype(np.float32)
+        conf = np.clip(np.nan_to_num(conf), 0, 1).astype(np.float32)
+        timings["postprocess"] = (time.perf_counter() - t_dec) * 1e3
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        return Prediction(disp, valid, conf, info.iters, info.residuals[-1] if info.residuals else float("nan"),
+                          list(info.residuals), timings, None if fallback else z.detach(), fallback)
+
+
+def load_predictor(weights: Union[str, "os.PathLike"] = "default", *, device: str = "cpu",
+                   solver: Optional[str] = None, config_overrides: Optional[dict] = None):
+    """weights: "default" (shipped), a .safetensors file, or an exported .onnx model.
+    device: "cpu", "cuda", "cuda:N" or "auto". solver: fixed_point | anderson | hyper_anderson."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(weights).lower().endswith(".onnx"):
+        from .export import OnnxPredictor
+        return OnnxPredictor(str(resolve_weights(weights)))
+    config, tensors, _meta = load_weights(weights)
+    if config_overrides:
+        config = GESConfig.from_dict({**config.__dict__, **config_overrides})
+    model = build_model(config)
+    missing, unexpected = model.load_state_dict(model_state(tensors), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{resolve_weights(weights)}: weights do not fit the stored config "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    solver = solver or config.solver
+    if solver == "hyper_anderson":
+        from .deq.hyper import attach_hyper_solver
+        if not attach_hyper_solver(model, tensors):
+            warnings.warn(f"{resolve_weights(weights)} holds no trained hyper-Anderson solver; using 'anderson'")
+            solver = "anderson"
+    from .deq.solvers import SOLVERS
+    if solver not in SOLVERS and solver != "hyper_anderson":
+        raise ValueError(f"unknown solver {solver!r}; valid: {sorted([*SOLVERS, 'hyper_anderson'])}")
+    return Predictor(model, device=device, solver=solver)

@@ -1,0 +1,146 @@
+"""Building output messages, once, for two message implementations:
+
+- rclpy's generated classes (the live node),
+- rosbags' typestore dataclasses (bag replay without a ROS install).
+
+Both take every field as a keyword; they differ only in how a uint8[] blob is given, which
+`MessageTypes.blob` hides.
+"""
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+
+from .geometry import StereoCalibration, pack_rgb, valid_window
+
+# PointField datatype codes (sensor_msgs/PointField)
+FLOAT32 = 7
+
+
+@dataclass(frozen=True)
+class MessageTypes:
+    Header: Any
+    Time: Any
+    Image: Any
+    DisparityImage: Any
+    RegionOfInterest: Any
+    PointCloud2: Any
+    PointField: Any
+    DiagnosticArray: Any
+    DiagnosticStatus: Any
+    KeyValue: Any
+    CameraInfo: Any
+    blob: Callable[[np.ndarray], Any]
+
+
+def rclpy_types() -> MessageTypes:
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
+    from std_msgs.msg import Header
+    from stereo_msgs.msg import DisparityImage
+
+    def blob(a: np.ndarray):
+        out = array.array("B")
+        out.frombytes(np.ascontiguousarray(a).tobytes())
+        return out
+
+    return MessageTypes(Header, Time, Image, DisparityImage, RegionOfInterest, PointCloud2, PointField,
+                        DiagnosticArray, DiagnosticStatus, KeyValue, CameraInfo, blob)
+
+
+def rosbags_types(typestore=None) -> MessageTypes:
+    from rosbags.typesys import Stores, get_typestore
+    ts = typestore or get_typestore(Stores.ROS2_KILTED)
+    t = ts.types
+    return MessageTypes(t["std_msgs/msg/Header"], t["builtin_interfaces/msg/Time"], t["sensor_msgs/msg/Image"],
+                        t["stereo_msgs/msg/DisparityImage"], t["sensor_msgs/msg/RegionOfInterest"],
+                        t["sensor_msgs/msg/PointCloud2"], t["sensor_msgs/msg/PointField"],
+                        t["diagnostic_msgs/msg/DiagnosticArray"], t["diagnostic_msgs/msg/DiagnosticStatus"],
+                        t["diagnostic_msgs/msg/KeyValue"], t["sensor_msgs/msg/CameraInfo"],
+                        lambda a: np.frombuffer(np.ascontiguousarray(a).tobytes(), np.uint8))
+
+
+def header(types: MessageTypes, sec: int, nanosec: int, frame_id: str):
+    return types.Header(stamp=types.Time(sec=int(sec), nanosec=int(nanosec)), frame_id=str(frame_id))
+
+
+def image_msg(types: MessageTypes, hdr, array_: np.ndarray, encoding: str):
+    a = np.ascontiguousarray(array_)
+    height, width = a.shape[:2]
+    return types.Image(header=hdr, height=height, width=width, encoding=encoding, is_bigendian=0,
+                       step=a.strides[0], data=types.blob(a))
+
+
+def disparity_msg(types: MessageTypes, hdr, d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *,
+                  min_disparity: float, max_disparity: float, delta_d: float):
+    """DisparityImage: 32FC1, invalid pixels set below min_disparity (stereo_image_proc's rule)."""
+    invalid_value = min_disparity - 1.0
+    img = np.where(valid, d_ros, invalid_value).astype(np.float32)
+    x, y, w, h = valid_window(valid)
+    roi = types.RegionOfInterest(x_offset=x, y_offset=y, height=h, width=w, do_rectify=False)
+    return types.DisparityImage(header=hdr, image=image_msg(types, hdr, img, "32FC1"), f=float(calib.fx),
+                                t=float(calib.baseline), valid_window=roi, min_disparity=float(min_disparity),
+                                max_disparity=float(max_disparity), delta_d=float(delta_d))
+
+
+def pointcloud_fields(types: MessageTypes, *, use_color: bool, avoid_padding: bool):
+    """Field layout as stereo_image_proc's point_cloud_node: packed x y z [rgb], or padded to 16-byte
+    blocks (xyz at 0/4/8, rgb at 16) when avoid_point_cloud_padding is false."""
+    names = [("x", 0), ("y", 4), ("z", 8)]
+    if use_color:
+        names.append(("rgb", 12 if avoid_padding else 16))
+    if avoid_padding:
+        step = 16 if use_color else 12
+    else:
+        step = 32 if use_color else 16
+    fields = [types.PointField(name=n, offset=o, datatype=FLOAT32, count=1) for n, o in names]
+    return fields, step
+
+
+def pointcloud_msg(types: MessageTypes, hdr, xyz: np.ndarray, rgb: Optional[np.ndarray], *, avoid_padding: bool):
+    """Organized H x W cloud, is_dense false, NaN for invalid points."""
+    height, width = xyz.shape[:2]
+    use_color = rgb is not None
+    fields, step = pointcloud_fields(types, use_color=use_color, avoid_padding=avoid_padding)
+    buf = np.zeros((height, width, step // 4), np.float32)
+    buf[..., :3] = xyz
+    if use_color:
+        buf[..., (12 if avoid_padding else 16) // 4] = pack_rgb(rgb)
+    return types.PointCloud2(header=hdr, height=height, width=width, fields=fields, is_bigendian=False,
+                             point_step=step, row_step=step * width, data=types.blob(buf), is_dense=False)
+
+
+def camera_info_msg(types: MessageTypes, hdr, *, width: int, height: int, fx: float, fy: float, cx: float,
+                    cy: float, tx: float = 0.0):
+    """Rectified pinhole CameraInfo; tx = -fx * baseline for the right camera (0 for the left)."""
+    k = np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], np.float64)
+    p = np.array([fx, 0, cx, tx, 0, fy, cy, 0, 0, 0, 1, 0], np.float64)
+    r = np.eye(3).reshape(-1)
+    roi = types.RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return types.CameraInfo(header=hdr, height=int(height), width=int(width), distortion_model="plumb_bob",
+                            d=np.zeros(5), k=k, r=r, p=p, binning_x=0, binning_y=0, roi=roi)
+
+
+def diagnostics_msg(types: MessageTypes, hdr, name: str, level: int, message: str, values: Dict[str, Any],
+                    hardware_id: str = ""):
+    kv = [types.KeyValue(key=str(k), value=str(v)) for k, v in values.items()]
+    status = types.DiagnosticStatus(level=bytes([level]) if _byte_level(types) else level, name=name,
+                                    message=message, hardware_id=hardware_id, values=kv)
+    return types.DiagnosticArray(header=hdr, status=[status])
+
+
+def _byte_level(types: MessageTypes) -> bool:
+    # rclpy's DiagnosticStatus.level is a `byte` field (bytes of length 1); rosbags uses an int
+    return types.DiagnosticStatus.__module__.startswith("diagnostic_msgs")
+
+
+def unpack_cloud(msg) -> Dict[str, np.ndarray]:
+    """PointCloud2 (as built here) -> {field: (H, W) float32}; for tests and tools."""
+    data = np.frombuffer(memoryview(msg.data).cast("B") if not isinstance(msg.data, np.ndarray) else msg.data, np.uint8)
+    rows = data.reshape(msg.height, msg.row_step)[:, : msg.width * msg.point_step]
+    pts = rows.reshape(msg.height, msg.width, msg.point_step)
+    return {f.name: np.ascontiguousarray(pts[..., f.offset: f.offset + 4]).view("<f4")[..., 0] for f in msg.fields}

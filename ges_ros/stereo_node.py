@@ -1,0 +1,322 @@
+"""stereo_node: rectified stereo pair in, DisparityImage / PointCloud2 / confidence out.
+
+Subscribes (relative, remappable, as stereo_image_proc): left/image_rect, left/camera_info,
+right/image_rect, right/camera_info. Publishes: disparity, points2, confidence, disparity_color
+(built only when subscribed) and /diagnostics.
+
+Callbacks only hand messages to the synchronizer; a matched set goes into a one-slot mailbox and a
+single worker thread processes the newest set (older ones are dropped and counted), so latency stays
+bounded when the network is slower than the camera.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import Counter, deque
+from typing import Any, Dict, List, Optional
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from stereo_msgs.msg import DisparityImage
+from sensor_msgs.msg import PointCloud2
+from diagnostic_msgs.msg import DiagnosticArray
+
+from .messages import diagnostics_msg, header, rclpy_types
+from .params import PARAMS, by_name
+from .processing import InputError, ProcessingParams, StereoProcessor
+from .sync import StereoSynchronizer
+
+INPUTS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
+OK, WARN, ERROR = 0, 1, 2
+
+
+def _descriptor(p) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=p.description, read_only=p.read_only)
+    if p.choices:
+        d.additional_constraints = "one of: " + ", ".join(p.choices)
+    if p.range is not None:
+        if isinstance(p.default, bool):
+            pass
+        elif isinstance(p.default, int):
+            d.integer_range = [IntegerRange(from_value=int(p.range[0]), to_value=int(p.range[1]), step=0)]
+        elif isinstance(p.default, float):
+            d.floating_point_range = [FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]),
+                                                         step=0.0)]
+    return d
+
+
+class StereoNode(Node):
+    def __init__(self, *, predictor=None, node_name: str = "stereo_node", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        for p in PARAMS:
+            self.declare_parameter(p.name, p.default, _descriptor(p))
+        self.add_on_set_parameters_callback(self._validate_params)
+        self.add_post_set_parameters_callback(self._apply_params)
+        if predictor is None:
+            predictor = self._load_predictor()
+        self.predictor = predictor
+        self.processor = StereoProcessor(predictor, ProcessingParams.from_dict(self._param_values()), rclpy_types(),
+                                         names=tuple(self.resolve_topic_name(n) for n in INPUTS))
+        self.pub_disparity = self.create_publisher(DisparityImage, "disparity", 1)
+        self.pub_points = self.create_publisher(PointCloud2, "points2", 1)
+        self.pub_confidence = self.create_publisher(Image, "confidence", 1)
+        self.pub_color = self.create_publisher(Image, "disparity_color", 1)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        g = self.get_parameter
+        self.sync = StereoSynchronizer(4, self._on_synced, queue_size=g("queue_size").value,
+                                       approximate=g("approximate_sync").value,
+                                       slop=g("approximate_sync_tolerance_seconds").value)
+        self._subs: List[Any] = []
+        self._reliability: Optional[QoSReliabilityPolicy] = None
+        self._last_rx = [0.0] * 4
+        self._started = time.monotonic()
+        self._subscribe(self._wanted_reliability())
+
+        # one-slot mailbox for the worker
+        self._cv = threading.Condition()
+        self._pending = None
+        self._running = True
+        self.drops: Counter = Counter()
+        self.stats = {"pairs_in": 0, "pairs_out": 0}
+        self._latency: deque = deque(maxlen=200)
+        self._infer: deque = deque(maxlen=200)
+        self._iters: deque = deque(maxlen=200)
+        self._fallbacks = 0
+        self._last_log: Dict[str, float] = {}
+        self._window = {"t": time.monotonic(), "in": 0, "out": 0}
+        self._worker = threading.Thread(target=self._work, name="ges_inference", daemon=True)
+        self._worker.start()
+        self.create_timer(g("diagnostics_period").value, self._publish_diagnostics)
+        self.create_timer(1.0, self._watch_inputs)
+        self.get_logger().info(
+            f"ready: weights={g('weights').value} device={getattr(predictor, 'device', '?')} "
+            f"solver={getattr(predictor, 'solver', '?')} iters={g('iters').value}; inputs "
+            f"{', '.join(self.processor.names)}; sync={'approximate' if g('approximate_sync').value else 'exact'}")
+
+    # ------------------------------------------------------------ parameters
+    def _param_values(self) -> Dict[str, Any]:
+        return {p.name: self.get_parameter(p.name).value for p in PARAMS}
+
+    def _load_predictor(self):
+        from ges_core import load_predictor
+        weights = self.get_parameter("weights").value
+        device = self.get_parameter("device").value
+        solver = self.get_parameter("solver").value
+        return load_predictor(weights, device=device, solver=solver)
+
+    def _validate_params(self, params) -> SetParametersResult:
+        for prm in params:
+            try:
+                spec = by_name(prm.name)
+            except KeyError:
+                continue
+            if spec.choices and prm.value not in spec.choices:
+                return SetParametersResult(successful=False,
+                                           reason=f"{prm.name} must be one of {list(spec.choices)}, got {prm.value!r}")
+            if prm.name == "solver" and hasattr(self, "predictor"):
+                if prm.value == "hyper_anderson" and getattr(self.predictor.model, "hyper_solver", None) is None:
+                    return SetParametersResult(successful=False,
+                                               reason="hyper_anderson needs trained solver weights; none are loaded")
+        return SetParametersResult(successful=True)
+
+    def _apply_params(self, _params) -> None:
+        if not hasattr(self, "processor"):
+            return
+        values = self._param_values()
+        self.processor.params = ProcessingParams.from_dict(values)
+        if hasattr(self.predictor, "solver"):
+            self.predictor.solver = values["solver"]
+        if values["qos_reliability"] != "auto":
+            self._resubscribe_if_needed()
+
+    # ------------------------------------------------------------------ QoS
+    def _wanted_reliability(self) -> QoSReliabilityPolicy:
+        mode = self.get_parameter("qos_reliability").value
+        if mode == "reliable":
+            return QoSReliabilityPolicy.RELIABLE
+        if mode == "best_effort":
+            return QoSReliabilityPolicy.BEST_EFFORT
+        # auto: reliable only when every publisher of every input offers it (as rosbag2 decides)
+        offered = [info.qos_profile.reliability for name in self.processor.names
+                   for info in self.get_publishers_info_by_topic(name)] if hasattr(self, "processor") else []
+        if offered and all(r == QoSReliabilityPolicy.RELIABLE for r in offered):
+            return QoSReliabilityPolicy.RELIABLE
+        return QoSReliabilityPolicy.BEST_EFFORT
+
+    def _subscribe(self, reliability: QoSReliabilityPolicy) -> None:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        depth = self.get_parameter("queue_size").value
+        qos = QoSProfile(depth=depth, reliability=reliability, durability=qos_profile_sensor_data.durability,
+                         history=qos_profile_sensor_data.history)
+        types = (Image, Image, CameraInfo, CameraInfo)
+        self._subs = [self.create_subscription(t, name, (lambda m, i=i: self._on_input(i, m)), qos)
+                      for i, (t, name) in enumerate(zip(types, INPUTS))]
+        self._reliability = reliability
+
+    def _resubscribe_if_needed(self) -> None:
+        wanted = self._wanted_reliability()
+        if wanted != self._reliability:
+            self.get_logger().info(f"input QoS reliability -> {wanted.name.lower()} (publishers offer it)")
+            self._subscribe(wanted)
+
+    # --------------------------------------------------------------- inputs
+    def _on_input(self, index: int, msg) -> None:
+        self._last_rx[index] = time.monotonic()
+        self.sync.add(index, msg)
+
+    def _on_synced(self, left, right, left_info, right_info) -> None:
+        with self._cv:
+            if self._pending is not None:
+                self.drops["superseded"] += 1      # the worker is busy: keep only the newest pair
+            self._pending = (left, right, left_info, right_info)
+            self.stats["pairs_in"] += 1
+            self._window["in"] += 1
+            self._cv.notify()
+
+    def _watch_inputs(self) -> None:
+        if self.get_parameter("qos_reliability").value == "auto":
+            self._resubscribe_if_needed()
+        now = time.monotonic()
+        quiet = self.get_parameter("no_input_warning_seconds").value
+        if now - self._started < quiet:
+            return
+        names = self.processor.names
+        silent = [i for i in range(4) if now - self._last_rx[i] > quiet]
+        if not silent:
+            return
+        heard = [names[i] for i in range(4) if i not in silent]
+        for i in silent:
+            pubs = self.get_publishers_info_by_topic(names[i])
+            offered = ", ".join(sorted({p.qos_profile.reliability.name.lower() for p in pubs})) or "none"
+            if heard:
+                self._throttled(f"silent{i}", "warning",
+                                f"receiving {', '.join(heard)} but nothing on {names[i]} for {quiet:.0f} s "
+                                f"({len(pubs)} publisher(s), reliability offered: {offered}): no pair can be formed; "
+                                "check the topic remapping and the publisher")
+            elif pubs:
+                self._throttled(f"silent{i}", "warning",
+                                f"{names[i]} has {len(pubs)} publisher(s) (reliability offered: {offered}; "
+                                f"requested: {self._reliability.name.lower()}) but nothing arrived for {quiet:.0f} s. "
+                                "Large images over best-effort QoS are dropped by Fast DDS's default transports: "
+                                "use reliable QoS on both ends or FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in every process.")
+
+    def _throttled(self, key: str, level: str, text: str, period: float = 5.0) -> None:
+        now = time.monotonic()
+        if now - self._last_log.get(key, -1e9) >= period:
+            self._last_log[key] = now
+            getattr(self.get_logger(), level)(text)
+
+    # --------------------------------------------------------------- worker
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while self._pending is None and self._running:
+                    self._cv.wait(0.5)
+                if not self._running:
+                    return
+                pair, self._pending = self._pending, None
+            self._process(pair)
+
+    def _process(self, pair) -> None:
+        try:
+            result = self.processor.process(*pair, want_points=self.pub_points.get_subscription_count() > 0,
+                                            want_color=self.pub_color.get_subscription_count() > 0)
+        except InputError as exc:
+            self.drops[exc.reason] += 1
+            self._throttled(exc.reason, "error", f"pair dropped: {exc}")
+            return
+        except Exception as exc:  # inference failure (e.g. CUDA out of memory): report, keep running
+            self.drops["inference_error"] += 1
+            self._throttled("inference_error", "error", f"pair dropped, inference failed: {type(exc).__name__}: {exc}")
+            return
+        if not self._running:
+            return
+        self.pub_disparity.publish(result.disparity)
+        self.pub_confidence.publish(result.confidence)
+        if result.points is not None:
+            self.pub_points.publish(result.points)
+        if result.color is not None:
+            self.pub_color.publish(result.color)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        self._latency.append((now - (result.stamp[0] + result.stamp[1] * 1e-9)) * 1e3)
+        self._infer.append(result.timings_ms.get("network", 0.0))
+        self._iters.append(result.iters)
+        self._fallbacks += int(result.fallback)
+        if result.fallback:
+            self._throttled("fallback", "warning", "solver diverged on a pair: published the volumetric disparity")
+        self.stats["pairs_out"] += 1
+        self._window["out"] += 1
+
+    # ---------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        dt = max(1e-6, now - self._window["t"])
+        in_rate, out_rate = self._window["in"] / dt, self._window["out"] / dt
+        self._window = {"t": now, "in": 0, "out": 0}
+
+        def mean(d):
+            return sum(d) / len(d) if d else 0.0
+        lat = sorted(self._latency)
+        drops = dict(self.drops)
+        for i, name in enumerate(self.processor.names):
+            if self.sync.dropped[i]:
+                drops[f"unmatched {name}"] = self.sync.dropped[i]
+        values = {
+            "input_rate_hz": f"{in_rate:.2f}", "output_rate_hz": f"{out_rate:.2f}",
+            "latency_ms_mean": f"{mean(lat):.1f}", "latency_ms_max": f"{lat[-1] if lat else 0:.1f}",
+            "inference_ms_mean": f"{mean(self._infer):.1f}", "iterations_mean": f"{mean(self._iters):.2f}",
+            "pairs_in": self.stats["pairs_in"], "pairs_out": self.stats["pairs_out"],
+            "pairs_dropped": sum(drops.values()), "solver_fallbacks": self._fallbacks,
+            "clock_resets": self.sync.clock_resets + self.processor.clock_resets,
+            "qos_reliability": self._reliability.name.lower() if self._reliability is not None else "?",
+        }
+        values.update({f"dropped: {k}": v for k, v in sorted(drops.items())})
+        errors = {k: v for k, v in self.drops.items() if k != "superseded"}
+        level, message = OK, "ok"
+        if errors:
+            level, message = WARN, "dropped pairs: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items()))
+        elif self.stats["pairs_in"] == 0:
+            level, message = WARN, "no synchronized input yet"
+        t = self.get_clock().now().to_msg()
+        types = self.processor.types
+        self.pub_diag.publish(diagnostics_msg(types, header(types, t.sec, t.nanosec, ""),
+                                              f"{self.get_name()}: GES stereo", level, message, values))
+
+    def destroy_node(self) -> None:
+        with self._cv:
+            self._running = False
+            self._cv.notify_all()
+        self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        try:
+            node = StereoNode()
+        except (FileNotFoundError, ValueError) as exc:
+            # missing or corrupt weights: fail fast, saying which file and why
+            rclpy.logging.get_logger("stereo_node").fatal(f"cannot start: {exc}")
+            return 1
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

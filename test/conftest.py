@@ -1,0 +1,42 @@
+"""Shared fixtures. ROS traffic stays on this machine, in a domain of its own, and large images use
+Fast DDS's LARGE_DATA transport (best-effort large images are otherwise lost)."""
+import os
+
+os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from ges_core import GESConfig, build_model  # noqa: E402
+from ges_core.weights import save_weights  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """A tiny randomly initialised model saved as safetensors (no trained weights needed)."""
+    torch.manual_seed(0)
+    cfg = GESConfig.preset("tiny")
+    model = build_model(cfg)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(path, model, cfg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def motorcycle_small():
+    """The motorcycle pair at half size (for speed) with matching calibration and GT."""
+    import cv2
+    from ges_ros.sample import MOTORCYCLE, PinholeStereo, motorcycle
+    left, right, disp, valid = motorcycle()
+    s = 0.5
+    size = (int(left.shape[1] * s), int(left.shape[0] * s))
+    l2 = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
+    r2 = cv2.resize(right, size, interpolation=cv2.INTER_AREA)
+    d2 = cv2.resize(disp, size, interpolation=cv2.INTER_NEAREST) * s
+    v2 = cv2.resize(valid.astype("uint8"), size, interpolation=cv2.INTER_NEAREST) > 0
+    m = MOTORCYCLE
+    cam = PinholeStereo(f=m.f * s, cx=(m.cx + 0.5) * s - 0.5, cy=(m.cy + 0.5) * s - 0.5, doffs=m.doffs * s,
+                        baseline=m.baseline)
+    return l2, r2, d2, v2, cam

@@ -1,0 +1,85 @@
+"""Real rclpy over DDS: the stereo node and a peer node (publishers of the inputs, subscribers of the
+outputs) in one isolated context, spun by a background executor."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from stereo_msgs.msg import DisparityImage
+
+from ges_ros.messages import rclpy_types
+from ges_ros.stereo_node import StereoNode
+
+RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+TYPES = rclpy_types()
+
+
+class Harness:
+    def __init__(self, params: Optional[Dict] = None, *, predictor=None, namespace: str = "stereo",
+                 qos: QoSProfile = RELIABLE, subscribe_points: bool = True) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        overrides = [Parameter(k, value=v) for k, v in (params or {}).items()]
+        self.node = StereoNode(predictor=predictor, namespace=namespace, parameter_overrides=overrides,
+                               context=self.context)
+        self.peer = rclpy.create_node("peer", context=self.context)
+        ns = f"/{namespace}"
+        self.pubs = [self.peer.create_publisher(t, f"{ns}/{n}", qos) for t, n in
+                     ((Image, "left/image_rect"), (Image, "right/image_rect"),
+                      (CameraInfo, "left/camera_info"), (CameraInfo, "right/camera_info"))]
+        self.received: Dict[str, List] = {"disparity": [], "points2": [], "confidence": [], "diagnostics": []}
+        self.times: Dict[str, List[float]] = {k: [] for k in self.received}
+        outs = [("disparity", DisparityImage), ("confidence", Image)]
+        if subscribe_points:
+            outs.append(("points2", PointCloud2))
+        for name, t in outs:
+            self.peer.create_subscription(t, f"{ns}/{name}", self._store(name), RELIABLE)
+        self.peer.create_subscription(DiagnosticArray, "/diagnostics", self._store("diagnostics"), 10)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+        self.wait(lambda: all(p.get_subscription_count() > 0 for p in self.pubs), 10, "node subscriptions")
+
+    def _store(self, name: str) -> Callable:
+        def cb(msg):
+            self.received[name].append(msg)
+            self.times[name].append(time.monotonic())
+        return cb
+
+    def publish(self, msgs) -> None:
+        for pub, msg in zip(self.pubs, msgs):
+            if msg is not None:
+                pub.publish(msg)
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def count(self, name: str) -> int:
+        return len(self.received[name])
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self.peer.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=5.0)
+
+    def __enter__(self) -> "Harness":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

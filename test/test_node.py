@@ -1,0 +1,181 @@
+"""stereo_node over real DDS: outputs, geometry, sync, bad inputs, overload, parameters."""
+import time
+
+import numpy as np
+import pytest
+
+from ges_core import load_predictor
+from ges_ros.messages import unpack_cloud
+from ges_ros.sample import stereo_messages
+from oracle import OraclePredictor
+from ros_harness import TYPES, Harness
+
+
+def pair(cam, left, right, sec, **kw):
+    return stereo_messages(TYPES, left, right, cam, sec=sec, **kw)
+
+
+def disp_array(msg):
+    img = msg.image
+    return np.frombuffer(bytes(img.data), "<f4").reshape(img.height, img.width)
+
+
+@pytest.fixture
+def oracle_harness(motorcycle_small):
+    left, right, gt, valid, cam = motorcycle_small
+    with Harness({"no_input_warning_seconds": 1.0}, predictor=OraclePredictor(gt, valid)) as h:
+        yield h, left, right, gt, valid, cam
+
+
+def test_disparity_and_cloud_geometry(oracle_harness):
+    h, left, right, gt, valid, cam = oracle_harness
+    h.publish(pair(cam, left, right, 100, nanosec=5))
+    h.wait(lambda: h.count("disparity") and h.count("points2") and h.count("confidence"), 30, "outputs")
+    d = h.received["disparity"][0]
+    assert (d.header.stamp.sec, d.header.stamp.nanosec) == (100, 5)
+    assert d.header.frame_id == "stereo_left_optical"
+    assert d.image.encoding == "32FC1" and (d.image.height, d.image.width) == gt.shape
+    assert d.f == pytest.approx(cam.f) and d.t == pytest.approx(cam.baseline)
+    arr = disp_array(d)
+    # stereo_image_proc convention: d = (x_l - x_r) - (cx_l - cx_r), so Z = f T / d
+    np.testing.assert_allclose(arr[valid], gt[valid] + cam.doffs, rtol=1e-5)
+    assert (arr[~valid] < d.min_disparity).all()
+    z_pub = d.f * d.t / arr[valid]
+    z_true = cam.f * cam.baseline / (gt[valid] + cam.doffs)
+    np.testing.assert_allclose(z_pub, z_true, rtol=1e-5)
+    x, y, w, hh = d.valid_window.x_offset, d.valid_window.y_offset, d.valid_window.width, d.valid_window.height
+    rows, cols = np.nonzero(valid)
+    assert (x, y, x + w - 1, y + hh - 1) == (cols.min(), rows.min(), cols.max(), rows.max())
+
+    cloud = h.received["points2"][0]
+    assert (cloud.height, cloud.width, cloud.is_dense) == (gt.shape[0], gt.shape[1], False)
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"] and cloud.point_step == 32
+    pts = unpack_cloud(cloud)
+    assert np.isnan(pts["z"][~valid]).all()
+    np.testing.assert_allclose(pts["z"][valid], z_true, rtol=1e-5)
+    v, u = np.nonzero(valid)
+    np.testing.assert_allclose(pts["x"][valid], (u - cam.cx) * z_true / cam.f, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(pts["y"][valid], (v - cam.cy) * z_true / cam.f, rtol=1e-4, atol=1e-6)
+    rgb = pts["rgb"].view(np.uint32)
+    assert rgb[0, 0] == (int(left[0, 0, 0]) << 16 | int(left[0, 0, 1]) << 8 | int(left[0, 0, 2]))
+
+    conf = h.received["confidence"][0]
+    c = np.frombuffer(bytes(conf.data), "<f4")
+    assert conf.encoding == "32FC1" and c.min() >= 0 and c.max() <= 1
+
+    h.wait(lambda: any(s.values and any(kv.key == "pairs_out" and kv.value == "1" for kv in s.values)
+                       for m in h.received["diagnostics"] for s in m.status), 10, "diagnostics with pairs_out 1")
+
+
+def test_real_network_output_at_input_resolution(tiny_weights, motorcycle_small):
+    left, right, gt, valid, cam = motorcycle_small
+    with Harness({"weights": str(tiny_weights), "iters": 2, "input_scale": 0.5}) as h:
+        h.publish(pair(cam, left, right, 7))
+        h.wait(lambda: h.count("disparity"), 60, "disparity from the tiny network")
+        d = h.received["disparity"][0]
+        assert (d.image.height, d.image.width) == gt.shape   # full input size despite input_scale 0.5
+        assert np.isfinite(disp_array(d)).all()
+
+
+@pytest.mark.parametrize("bad", ["encoding", "size_mismatch", "short_data", "zero_focal", "zero_baseline",
+                                 "nan_image", "duplicate_stamp", "info_mismatch", "step_too_small"])
+def test_bad_input_is_dropped_and_next_pair_answered(oracle_harness, bad):
+    h, left, right, gt, valid, cam = oracle_harness
+    msgs = list(pair(cam, left, right, 10))
+    if bad == "duplicate_stamp":
+        h.publish(pair(cam, left, right, 10))
+        h.wait(lambda: h.count("disparity") == 1, 30, "first pair")
+    elif bad == "encoding":
+        msgs[0].encoding = "yuv422_yuy2"
+    elif bad == "size_mismatch":
+        from ges_ros.messages import image_msg
+        msgs[1] = image_msg(TYPES, msgs[1].header, right[:-2], "rgb8")
+    elif bad == "short_data":
+        msgs[0].data = msgs[0].data[: len(msgs[0].data) // 2]
+    elif bad == "zero_focal":
+        msgs[3].p = [0.0] * 12
+    elif bad == "zero_baseline":
+        p = list(msgs[3].p)
+        p[3] = 0.0
+        msgs[3].p = p
+    elif bad == "nan_image":
+        from ges_ros.messages import image_msg
+        nan = np.full(left.shape[:2], np.nan, np.float32)
+        msgs[0] = image_msg(TYPES, msgs[0].header, nan, "32FC1")
+        msgs[1] = image_msg(TYPES, msgs[1].header, nan, "32FC1")
+    elif bad == "info_mismatch":
+        msgs[2].width = msgs[3].width = left.shape[1] + 10
+    elif bad == "step_too_small":
+        msgs[0].step = 10
+    before = h.count("disparity")
+    h.publish(msgs)
+    h.wait(lambda: sum(h.node.drops.values()) >= 1, 20, f"drop counted for {bad}")
+    assert h.count("disparity") == before
+    h.publish(pair(cam, left, right, 20))
+    h.wait(lambda: h.count("disparity") == before + 1, 30, "the next valid pair answered")
+
+
+def test_exact_sync_warns_when_one_side_is_missing(oracle_harness):
+    h, left, right, gt, valid, cam = oracle_harness
+    for k in range(3):                      # no right image ever
+        h.publish(pair(cam, left, right, 3 + k)[:1] + (None,) + pair(cam, left, right, 3 + k)[2:])
+        time.sleep(0.2)
+    h.wait(lambda: "silent1" in h.node._last_log, 10, "missing-topic warning")
+    assert h.node.sync.received[0] == 3 and h.node.sync.received[1] == 0
+    assert h.count("disparity") == 0
+
+
+def test_approximate_sync(motorcycle_small):
+    left, right, gt, valid, cam = motorcycle_small
+    params = {"approximate_sync": True, "approximate_sync_tolerance_seconds": 0.02}
+    with Harness(params, predictor=OraclePredictor(gt, valid)) as h:
+        msgs = list(pair(cam, left, right, 50))
+        later = pair(cam, left, right, 50, nanosec=10_000_000)   # right side 10 ms later
+        h.publish([msgs[0], later[1], msgs[2], later[3]])
+        h.wait(lambda: h.count("disparity") == 1, 30, "approximately synced pair")
+    with Harness({}, predictor=OraclePredictor(gt, valid)) as h:
+        h.publish([msgs[0], later[1], msgs[2], later[3]])
+        time.sleep(1.5)
+        assert h.count("disparity") == 0        # exact sync: no pair
+
+
+def test_overload_keeps_latency_bounded_and_counts_drops(motorcycle_small):
+    left, right, gt, valid, cam = motorcycle_small
+    slow = OraclePredictor(gt, valid, delay_s=0.25)
+    with Harness({}, predictor=slow, subscribe_points=False) as h:
+        sent = 45
+        for k in range(sent):               # 30 Hz for 1.5 s into a 4 Hz predictor
+            now = time.time()   # real stamps: latency is measured against the ROS clock
+            h.publish(pair(cam, left, right, int(now), nanosec=int(now % 1 * 1e9)))
+            time.sleep(1 / 30)
+        h.wait(lambda: h.node.stats["pairs_in"] == sent and not h.node._pending, 30, "all pairs in, queue drained")
+        time.sleep(0.5)
+        assert h.node.drops["superseded"] > 0
+        assert h.node.stats["pairs_out"] + h.node.drops["superseded"] == sent
+        assert h.node.stats["pairs_out"] < sent / 2
+        lat = list(h.node._latency)
+        # newest-pair-first: latency stays near one processing time instead of growing with the backlog
+        assert max(lat) < 3 * 250 + 500
+
+
+def test_runtime_parameters_apply_without_restart(oracle_harness):
+    h = oracle_harness[0]
+    from rclpy.parameter import Parameter
+    res = h.node.set_parameters([Parameter("iters", value=2), Parameter("input_scale", value=0.5),
+                                 Parameter("budget_ms", value=50.0)])
+    assert all(r.successful for r in res)
+    p = h.node.processor.params
+    assert (p.iters, p.input_scale, p.budget_ms) == (2, 0.5, 50.0)
+    bad = h.node.set_parameters([Parameter("solver", value="newton")])
+    assert not bad[0].successful and "anderson" in bad[0].reason
+    ro = h.node.set_parameters([Parameter("weights", value="other.safetensors")])
+    assert not ro[0].successful
+
+
+def test_inference_exception_is_reported_and_node_continues(oracle_harness):
+    h, left, right, gt, valid, cam = oracle_harness
+    h.node.predictor.fail_next = RuntimeError("CUDA out of memory (simulated)")
+    h.publish(pair(cam, left, right, 30))
+    h.wait(lambda: h.node.drops["inference_error"] == 1, 20, "inference error counted")
+    h.publish(pair(cam, left, right, 31))
+    h.wait(lambda: h.count("disparity") == 1, 30, "next pair answered")
