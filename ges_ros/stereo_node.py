@@ -195,7 +195,11 @@ class StereoNode(Node):
         for i in silent:
             pubs = self.get_publishers_info_by_topic(names[i])
             offered = ", ".join(sorted({p.qos_profile.reliability.name.lower() for p in pubs})) or "none"
-            if heard:
+            if self._last_rx[i] > 0:
+                # it did arrive before: the stream stopped (end of a bag, a dead driver)
+                self._throttled(f"stopped{i}", "info", f"no message on {names[i]} for {now - self._last_rx[i]:.0f} s",
+                                period=60.0)
+            elif heard:
                 self._throttled(f"silent{i}", "warning",
                                 f"receiving {', '.join(heard)} but nothing on {names[i]} for {quiet:.0f} s "
                                 f"({len(pubs)} publisher(s), reliability offered: {offered}): no pair can be formed; "
@@ -211,7 +215,14 @@ class StereoNode(Node):
         now = time.monotonic()
         if now - self._last_log.get(key, -1e9) >= period:
             self._last_log[key] = now
-            getattr(self.get_logger(), level)(text)
+            # rclpy pins one severity per call site: one call per level
+            logger = self.get_logger()
+            if level == "error":
+                logger.error(text)
+            elif level == "warning":
+                logger.warning(text)
+            else:
+                logger.info(text)
 
     # --------------------------------------------------------------- worker
     def _work(self) -> None:
@@ -222,7 +233,11 @@ class StereoNode(Node):
                 if not self._running:
                     return
                 pair, self._pending = self._pending, None
-            self._process(pair)
+            try:
+                self._process(pair)
+            except Exception as exc:  # the worker must outlive anything a pair can do
+                self.drops["internal_error"] += 1
+                self._throttled("internal_error", "error", f"pair dropped, internal error: {type(exc).__name__}: {exc}")
 
     def _process(self, pair) -> None:
         try:
@@ -289,7 +304,16 @@ class StereoNode(Node):
         self.pub_diag.publish(diagnostics_msg(types, header(types, t.sec, t.nanosec, ""),
                                               f"{self.get_name()}: GES stereo", level, message, values))
 
+    def summary(self) -> str:
+        inf = sorted(self._infer)
+        return (f"pairs_in={self.stats['pairs_in']} pairs_out={self.stats['pairs_out']} "
+                f"inference_ms={sum(inf) / len(inf) if inf else 0:.1f} "
+                f"iterations={sum(self._iters) / len(self._iters) if self._iters else 0:.2f} "
+                f"dropped={dict(self.drops)} solver_fallbacks={self._fallbacks}")
+
     def destroy_node(self) -> None:
+        if self._running:
+            self.get_logger().info(f"shutting down: {self.summary()}")
         with self._cv:
             self._running = False
             self._cv.notify_all()

@@ -48,6 +48,10 @@ class Harness:
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
         self.wait(lambda: all(p.get_subscription_count() > 0 for p in self.pubs), 10, "node subscriptions")
+        if qos.reliability == QoSReliabilityPolicy.RELIABLE:
+            # the node (qos_reliability auto) switches to the publishers' reliable QoS within a second
+            self.wait(lambda: self.node._reliability == QoSReliabilityPolicy.RELIABLE, 10, "reliable subscriptions")
+            self.wait(lambda: all(p.get_subscription_count() > 0 for p in self.pubs), 10, "node resubscribed")
 
     def _store(self, name: str) -> Callable:
         def cb(msg):

@@ -144,3 +144,27 @@ def read_calib(path: str) -> Dict[str, float]:
     except (KeyError, IndexError, ValueError) as exc:
         raise ValueError(f"{path}: malformed calib.txt, need cam0=[f 0 cx; 0 f cy; 0 0 1] and baseline= ({exc!r})") from None
     return out
+
+
+def write_ply(path: str, xyz: np.ndarray, rgb: np.ndarray = None) -> int:
+    """Binary little-endian PLY of the finite points; rgb (same leading shape, uint8) optional.
+    Written to a temp file and renamed. Returns the number of points."""
+    pts = xyz.reshape(-1, 3)
+    keep = np.isfinite(pts).all(axis=1)
+    pts = pts[keep].astype("<f4")
+    props = ["property float x", "property float y", "property float z"]
+    if rgb is not None:
+        col = rgb.reshape(-1, 3)[keep].astype(np.uint8)
+        props += ["property uchar red", "property uchar green", "property uchar blue"]
+        rec = np.empty(len(pts), dtype=[("p", "<f4", 3), ("c", "u1", 3)])
+        rec["p"], rec["c"] = pts, col
+        body = rec.tobytes()
+    else:
+        body = pts.tobytes()
+    head = "\n".join(["ply", "format binary_little_endian 1.0", f"element vertex {len(pts)}", *props, "end_header"]) + "\n"
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(head.encode("ascii"))
+        fh.write(body)
+    os.replace(tmp, path)
+    return len(pts)
