@@ -1,11 +1,128 @@
-"""`ges`: one command line with subcommands (argparse lives here only)."""
+"""`ges`: one command line with subcommands (argparse lives here only).
+
+    ges predict LEFT RIGHT -o OUT      disparity, colour map, confidence, point cloud for a pair or folders
+    ges eval --dataset D PATH          EPE / bad-x per scene, GES beside OpenCV SGBM
+    ges train --config CFG             train (CPU, GPU, torchrun)
+    ges replay IN_BAG -o OUT_BAG       the stereo node's processing over a bag, no ROS needed
+    ges play BAG                       publish a bag over rclpy
+    ges bench MODE                     benchmarks into docs/BENCHMARKS.md
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 
+def _predictor(args: argparse.Namespace):
+    from . import load_predictor
+    return load_predictor(args.weights, device=args.device, solver=getattr(args, "solver", None))
+
+
+# ------------------------------------------------------------------------------ predict
+def _pairs(left: str, right: str):
+    lp, rp = Path(left), Path(right)
+    if lp.is_dir() != rp.is_dir():
+        raise ValueError(f"LEFT and RIGHT must both be files or both folders: {lp}, {rp}")
+    if not lp.is_dir():
+        return [(lp, rp, "")]
+    exts = {".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff"}
+    pairs = []
+    for f in sorted(p for p in lp.iterdir() if p.suffix.lower() in exts):
+        if not (rp / f.name).exists():
+            raise FileNotFoundError(f"no right image for {f.name} in {rp}")
+        pairs.append((f, rp / f.name, f.stem))
+    if not pairs:
+        raise FileNotFoundError(f"no images in {lp}")
+    return pairs
+
+
+def _calibration(args: argparse.Namespace, width: int, height: int):
+    from ges_ros.geometry import StereoCalibration
+    from .data.io import read_calib
+    if args.calib:
+        c = read_calib(args.calib)
+        # Middlebury/ETH3D calib.txt baselines are in mm
+        return StereoCalibration(fx=c["f"], fy=c["f"], cx_left=c["cx"], cx_right=c["cx"] + c["doffs"], cy=c["cy"],
+                                 baseline=c["baseline"] / 1000.0, width=width, height=height)
+    if args.f is not None:
+        if args.baseline is None:
+            raise ValueError("--f needs --baseline (metres)")
+        return StereoCalibration(fx=args.f, fy=args.f, cx_left=args.cx if args.cx is not None else width / 2,
+                                 cx_right=(args.cx if args.cx is not None else width / 2) + args.doffs,
+                                 cy=args.cy if args.cy is not None else height / 2, baseline=args.baseline,
+                                 width=width, height=height)
+    return None
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+    from ges_ros.geometry import colorize, point_cloud_xyz, to_ros_disparity
+    from .data.io import read_image, write_ply, write_pfm
+
+    pairs = _pairs(args.left, args.right)
+    pred = _predictor(args)
+    out_root = Path(args.output)
+    for left_p, right_p, stem in tqdm(pairs, disable=len(pairs) == 1, desc="predict", unit="pair"):
+        out = out_root / stem if stem else out_root
+        out.mkdir(parents=True, exist_ok=True)
+        left, right = read_image(str(left_p)), read_image(str(right_p))
+        r = pred.predict(left, right, iters=args.iters, scale=args.scale)
+        disp = np.where(r.valid, r.disparity, 0).astype(np.float32)
+        write_pfm(str(out / "disparity.pfm"), disp)
+        _imwrite(out / "disparity.png", np.clip(disp * 256 + 0.5, 0, 65535).astype(np.uint16))   # KITTI encoding
+        _imwrite(out / "disparity_color.png", _with_scale_bar(colorize(disp, r.valid, vmin=0), disp[r.valid]))
+        _imwrite(out / "confidence.png", (r.confidence * 255 + 0.5).astype(np.uint8))
+        calib = _calibration(args, left.shape[1], left.shape[0])
+        n = None
+        if calib is not None:
+            xyz, _ = point_cloud_xyz(to_ros_disparity(disp, calib), r.valid, calib)
+            n = write_ply(str(out / "points.ply"), xyz, left)
+        print(f"{left_p.name}: {r.iters} iterations, residual {r.residual:.2e}, {r.timings_ms['total']:.0f} ms"
+              f"{f', {n} points' if n is not None else ''} -> {out}")
+    return 0
+
+
+def _imwrite(path: Path, img) -> None:
+    import cv2
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    if not cv2.imwrite(str(tmp), img):
+        raise OSError(f"cannot write {path}")
+    os.replace(tmp, path)
+
+
+def _with_scale_bar(color, values):
+    """Append a labelled colour bar (disparity in px) under a bgr colour map."""
+    import cv2
+    import numpy as np
+    height, width = color.shape[:2]
+    lo, hi = (0.0, float(values.max())) if values.size else (0.0, 1.0)
+    bar = cv2.applyColorMap(np.tile(np.linspace(0, 255, width).astype(np.uint8), (12, 1)), cv2.COLORMAP_TURBO)
+    label = np.zeros((22, width, 3), np.uint8)
+    cv2.putText(label, f"{lo:.0f} px", (2, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+    text = f"{hi:.0f} px (disparity)"
+    cv2.putText(label, text, (max(2, width - 8 * len(text)), 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+    return np.concatenate([color, bar, label], axis=0)
+
+
+# ------------------------------------------------------------------------------ eval
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .data.datasets import build_dataset
+    from .evaluate import evaluate, format_table, mean_row
+    dataset = build_dataset(args.dataset, args.path)
+    rows = evaluate(dataset, _predictor(args), iters=args.iters, baseline=args.baseline, scale=args.scale)
+    print(format_table(rows, baseline=args.baseline is not None))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "mean": mean_row(rows)}, indent=1))
+    return 0
+
+
+# ------------------------------------------------------------------------------ train
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, Trainer
     overrides = {}
@@ -20,9 +137,87 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ replay / play
+def load_node_params(path: Optional[str]) -> dict:
+    """A ROS 2 parameter file (`/**:` or `<node>:` -> `ros__parameters:`) -> flat dict."""
+    import yaml
+    if not path:
+        return {}
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"parameter file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML ({exc})") from None
+    for value in raw.values():
+        if isinstance(value, dict) and "ros__parameters" in value:
+            return dict(value["ros__parameters"])
+    raise ValueError(f"{path}: no '<node or /**>: ros__parameters:' section")
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from ges_ros.params import PARAMS
+    from ges_ros.processing import ProcessingParams
+    from ges_ros.replay import replay
+    params = {p.name: p.default for p in PARAMS}
+    params.update(load_node_params(args.params))
+    for key in ("weights", "device", "iters"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    from . import load_predictor
+    predictor = load_predictor(params["weights"], device=params["device"], solver=params["solver"])
+    topics = {"left": args.left, "right": args.right, "left_info": args.left_info, "right_info": args.right_info}
+    summary = replay(args.input, args.output, predictor, params=ProcessingParams.from_dict(params), topics=topics,
+                     approximate=bool(params["approximate_sync"]), slop=float(params["approximate_sync_tolerance_seconds"]),
+                     queue_size=int(params["queue_size"]), rate=None if args.max_rate else args.rate,
+                     copy_inputs=args.copy_inputs, storage=args.storage, color=args.color, overwrite=args.overwrite,
+                     progress=not args.no_progress)
+    print("\n".join(summary.lines()))
+    print(f"output bag: {args.output}")
+    if summary.error or summary.interrupted:
+        return 1
+    return 0
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    from ges_ros.play import main_play
+    return main_play(args.bag, rate=args.rate, reliable=not args.best_effort, loop=args.loop)
+
+
+# ------------------------------------------------------------------------------ parser
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default="default", help="default, a .safetensors or an .onnx file")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--iters", type=int, default=None, help="solver iterations (default: the weights' config)")
+    p.add_argument("--solver", default=None, help="anderson, fixed_point or hyper_anderson")
+    p.add_argument("--scale", type=float, default=1.0, help="run the network on the pair resized by this factor")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ges", description="GES deep-equilibrium stereo")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="disparity (PFM, KITTI PNG), colour map, confidence, point cloud")
+    p.add_argument("left", help="left image, or a folder of left images")
+    p.add_argument("right", help="right image, or a folder with the same file names")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    _add_model_args(p)
+    p.add_argument("--calib", help="Middlebury/ETH3D calib.txt (cam0, doffs, baseline in mm) for points.ply")
+    p.add_argument("--f", type=float, help="focal length in px (instead of --calib)")
+    p.add_argument("--baseline", type=float, help="baseline in metres")
+    p.add_argument("--cx", type=float)
+    p.add_argument("--cy", type=float)
+    p.add_argument("--doffs", type=float, default=0.0, help="cx_right - cx_left in px")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("eval", help="metrics per scene, GES beside SGBM")
+    p.add_argument("--dataset", required=True,
+                   choices=["sceneflow", "kitti", "middlebury", "eth3d", "argoverse", "carla", "folder", "motorcycle"])
+    p.add_argument("path", nargs="?", help="dataset root (not needed for motorcycle)")
+    _add_model_args(p)
+    p.add_argument("--baseline", choices=["sgbm"], help="also run OpenCV SGBM in the same run")
+    p.add_argument("--json", help="write rows and means as JSON")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("train", help="train the network (CPU, one GPU, or torchrun for many)")
     p.add_argument("--config", required=True, help="training YAML, e.g. config/train/procedural_cpu.yaml")
@@ -31,6 +226,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="override the run directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("replay", help="run the stereo node's processing over a bag (no ROS needed)")
+    p.add_argument("input", help="input bag (ROS 2 MCAP/sqlite3 folder or file, or ROS 1 .bag)")
+    p.add_argument("-o", "--output", required=True, help="output bag folder")
+    p.add_argument("--left")
+    p.add_argument("--right")
+    p.add_argument("--left-info")
+    p.add_argument("--right-info")
+    p.add_argument("--params", help="node parameter YAML, e.g. config/stereo.yaml")
+    p.add_argument("--weights")
+    p.add_argument("--device")
+    p.add_argument("--iters", type=int)
+    p.add_argument("--rate", type=float, default=None, help="feed the bag at R x its recorded speed")
+    p.add_argument("--max-rate", action="store_true", help="as fast as possible (the default)")
+    p.add_argument("--copy-inputs", action="store_true", help="also copy the input topics to the output bag")
+    p.add_argument("--color", action="store_true", help="also write disparity_color")
+    p.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("play", help="publish a ROS 2 bag over rclpy with its timing")
+    p.add_argument("bag")
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (0 = as fast as possible)")
+    p.add_argument("--best-effort", action="store_true", help="publish best-effort instead of reliable")
+    p.add_argument("--loop", action="store_true")
+    p.set_defaults(func=_cmd_play)
+
+    from .bench import add_bench_parser
+    add_bench_parser(sub)
     return parser
 
 
@@ -38,9 +263,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, OSError) as exc:
         print(f"ges {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"ges {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 
 
-class BagError(RuntimeError):
+class BagError(OSError):
     """A bag that cannot be read (completely); the text names the bag and the problem."""
 
 

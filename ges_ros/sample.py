@@ -29,10 +29,9 @@ MOTORCYCLE = PinholeStereo(f=994.978, cx=311.193, cy=254.877, doffs=31.086, base
 
 def motorcycle() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """-> left, right (500, 741, 3) uint8 RGB, ground-truth disparity (pixel shift, 0 where unknown), valid."""
-    from skimage.data import stereo_motorcycle
-    left, right, disp = stereo_motorcycle()
-    valid = np.isfinite(disp) & (disp > 0)
-    return left, right, np.where(valid, disp, 0).astype(np.float32), valid
+    from ges_core.data.datasets import MotorcycleDataset
+    s = MotorcycleDataset()[0]
+    return s["left"], s["right"], s["disparity"], s["valid"]
 
 
 def stereo_messages(types: MessageTypes, left: np.ndarray, right: np.ndarray, cam: PinholeStereo, *,

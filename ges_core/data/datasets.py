@@ -210,6 +210,26 @@ class ProceduralDataset:
         return {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"procedural_{index}"}
 
 
+class MotorcycleDataset:
+    """The Middlebury 2014 motorcycle pair shipped with scikit-image (quarter size; GT inf = unknown).
+    Evaluation only: never a training source."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> Sample:
+        if index != 0:
+            raise IndexError(index)
+        try:
+            from skimage.data import stereo_motorcycle
+        except ImportError:
+            raise FileNotFoundError("the motorcycle pair ships with scikit-image: pip install scikit-image") from None
+        left, right, disp = stereo_motorcycle()
+        valid = np.isfinite(disp) & (disp > 0)
+        return {"left": left, "right": right, "disparity": np.where(valid, disp, 0).astype(np.float32),
+                "valid": valid, "name": "middlebury2014/motorcycle (scikit-image)"}
+
+
 READERS: Dict[str, Callable[..., StereoDataset]] = {
     "folder": folder_dataset,
     "sceneflow": sceneflow_dataset,
@@ -224,8 +244,10 @@ READERS: Dict[str, Callable[..., StereoDataset]] = {
 def build_dataset(name: str, root: Optional[str] = None, **kw):
     if name == "procedural":
         return ProceduralDataset(**kw)
+    if name == "motorcycle":
+        return MotorcycleDataset()
     if name not in READERS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {sorted([*READERS, 'procedural'])}")
+        raise ValueError(f"unknown dataset {name!r}; valid: {sorted([*READERS, 'procedural', 'motorcycle'])}")
     if root is None:
         raise ValueError(f"dataset {name!r} needs a root folder")
     return READERS[name](root, **kw)

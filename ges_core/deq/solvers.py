@@ -110,7 +110,10 @@ def anderson(func: Func, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0, s
         H = torch.zeros(batch, n + 1, n + 1, device=x.device)
         H[:, 0, 1:] = 1
         H[:, 1:, 0] = 1
-        H[:, 1:, 1:] = G @ G.transpose(1, 2) + lam * torch.eye(n, device=x.device)
+        GG = G @ G.transpose(1, 2)
+        # Tikhonov term relative to the residuals' size, so it stays negligible as they shrink
+        reg = lam * GG.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)
+        H[:, 1:, 1:] = GG + reg.view(-1, 1, 1) * torch.eye(n, device=x.device)
         rhs = torch.zeros(batch, n + 1, 1, device=x.device)
         rhs[:, 0] = 1
         alpha = torch.linalg.solve(H, rhs)[:, 1:, 0]      # (B, n)

@@ -1,0 +1,389 @@
+"""`ges bench MODE`: reproducible performance evidence, written into docs/BENCHMARKS.md (one section
+per mode, replaced in place) with PNG plots beside it. Every table states machine, torch, threads, date.
+
+    memory       training-step peak memory vs solver iterations for phantom / ift / bptt (fresh process each)
+    latency      per-stage inference time per preset, resolution and iteration count, SGBM in the same run
+    convergence  relative residual and EPE vs iteration for each solver, cold and warm started
+    node         ROS-side cost per frame (message -> array, DisparityImage, PointCloud2, colour map)
+    flops        parameters and FLOPs per preset and resolution, and a GPU latency estimate
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{cpu} ({os.cpu_count()} cores){gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+
+
+def write_section(doc: Path, name: str, body: str) -> None:
+    """Replace (or append) the section between <!-- bench:NAME --> markers."""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEvery number here was written by `ges bench MODE`.\n"
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _m: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    tmp = doc.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, doc)
+
+
+def md_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _plot(path: Path, series: Dict[str, Tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
+          title: str, logy: bool = False) -> Optional[str]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (x, y) in series.items():
+        ax.plot(x, y, marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name
+
+
+def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+# ------------------------------------------------------------------------------ memory
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_probe(preset: str, backward: str, iters: int, height: int, width: int, device: str) -> Dict[str, float]:
+    """One training step in this (fresh) process -> peak memory."""
+    import dataclasses
+    from .config import GESConfig
+    from .model.ges import build_model
+    cfg = dataclasses.replace(GESConfig.preset(preset), backward=backward, train_iters=iters, tol=0.0)
+    model = build_model(cfg).to(device).train()
+    g = torch.Generator().manual_seed(0)
+    left = (torch.rand(1, 3, height, width, generator=g) * 255).to(device)
+    right = torch.roll(left, shifts=-8, dims=3)
+    base = _rss_mb()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    out = model(left, right)
+    (out.disparity.mean() + out.init_disparity.mean()).backward()
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2 ** 20
+        return {"peak_mb": peak, "base_mb": 0.0, "iters_run": out.iters}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"peak_mb": peak, "base_mb": base, "iters_run": out.iters}
+
+
+def bench_memory(args) -> str:
+    rows, series = [], {}
+    for backward in ("phantom", "ift", "bptt"):
+        xs, ys = [], []
+        for iters in args.iters_list:
+            cmd = [sys.executable, "-m", "ges_core.bench", "_memory_probe", args.preset, backward, str(iters),
+                   str(args.height), str(args.width), args.device]
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if r.returncode != 0:
+                raise RuntimeError(f"memory probe failed ({backward}, {iters}): {r.stderr[-500:]}")
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            step = res["peak_mb"] - res["base_mb"]
+            rows.append([backward, iters, f"{res['peak_mb']:.0f}", f"{step:.0f}"])
+            xs.append(iters)
+            ys.append(step)
+            print(f"memory {backward} iters={iters}: peak {res['peak_mb']:.0f} MB (step {step:.0f} MB)", flush=True)
+        series[backward] = (xs, ys)
+    by = {(r[0], r[1]): float(r[3]) for r in rows}
+    lo, hi = min(args.iters_list), max(args.iters_list)
+    ref = 4 if 4 in args.iters_list else lo
+    checks = [f"- DEQ (phantom) at {hi} iterations / at {ref}: {by[('phantom', hi)] / by[('phantom', ref)]:.2f}x "
+              f"(target within 1.1x)",
+              f"- BPTT at {hi} / phantom at {hi}: {by[('bptt', hi)] / by[('phantom', hi)]:.2f}x (target at least 3x)"]
+    plot = _plot(args.docs / "memory.png", series, "solver iterations", "training-step memory (MB)",
+                 f"{args.preset} {args.height}x{args.width}, one training step")
+    kind = "max_memory_allocated" if args.device.startswith("cuda") else "peak RSS of a fresh process minus its RSS before the step"
+    body = [f"## memory — training-step peak vs iterations", "", f"{machine_line()}; device {args.device}; preset "
+            f"{args.preset}; {args.height}x{args.width}, batch 1; each configuration in a fresh process; "
+            f"step memory = {kind}.", "",
+            md_table(["backward", "iterations", "process peak (MB)", "step (MB)"], rows), "", *checks]
+    if plot:
+        body += ["", f"![memory]({plot})"]
+    body += ["", f"`ges bench memory --preset {args.preset} --height {args.height} --width {args.width}`"]
+    return "\n".join(body)
+
+
+# ------------------------------------------------------------------------------ latency
+def _stage_times(model, left, right, iters: int, repeats: int) -> Dict[str, float]:
+    """Per-stage median ms of one forward: encoders + volume, per iteration, upsampling."""
+    with torch.no_grad():
+        enc_ms = _median_ms(lambda: model.encode(left, right), repeats)
+        enc = model.encode(left, right)
+        z0 = model.initial_state(enc)
+        it_ms = _median_ms(lambda: model.step(z0, enc), repeats)
+        up_ms = _median_ms(lambda: model.decode(z0, enc), repeats)
+        total = _median_ms(lambda: model(left, right, iters=iters), repeats)
+    return {"encode": enc_ms, "per_iter": it_ms, "upsample": up_ms, "total": total}
+
+
+def bench_latency(args) -> str:
+    from .baselines import sgbm_disparity
+    from .config import GESConfig
+    from .model.ges import build_model
+    import dataclasses
+    rows = []
+    device = torch.device(args.device)
+    for preset in args.presets:
+        cfg = dataclasses.replace(GESConfig.preset(preset), solver="fixed_point", tol=0.0)
+        model = build_model(cfg).to(device).eval()
+        for (h, w) in args.sizes:
+            g = torch.Generator().manual_seed(0)
+            left = (torch.rand(1, 3, h, w, generator=g) * 255).to(device)
+            right = torch.roll(left, shifts=-8, dims=3)
+            ln = (left[0].permute(1, 2, 0).cpu().numpy()).astype(np.uint8)
+            rn = (right[0].permute(1, 2, 0).cpu().numpy()).astype(np.uint8)
+            sg_ms = _median_ms(lambda: sgbm_disparity(ln, rn, max_disp=min(cfg.max_disp, 256)), args.repeats)
+            try:
+                st = _stage_times(model, left, right, 1, args.repeats)
+            except RuntimeError as exc:   # out of memory at the largest sizes
+                rows.append([preset, f"{w}x{h}", "-", "-", "-", "-", f"failed: {str(exc)[:60]}", f"{sg_ms:.0f}", "-"])
+                continue
+            for iters in args.iters_list:
+                total = st["encode"] + iters * st["per_iter"] + st["upsample"]
+                rows.append([preset, f"{w}x{h}", iters, f"{st['encode']:.0f}", f"{st['per_iter']:.0f}",
+                             f"{st['upsample']:.0f}", f"{total:.0f}", f"{sg_ms:.0f}", f"{total / sg_ms:.1f}"])
+                print(f"latency {preset} {w}x{h} iters={iters}: {total:.0f} ms (SGBM {sg_ms:.0f} ms)", flush=True)
+    body = ["## latency — inference per stage", "", f"{machine_line()}; device {args.device}; median of "
+            f"{args.repeats} after a warm-up; total = encoders + cost volume + 3D UNet, plus iterations x one update, "
+            "plus convex upsampling; SGBM (OpenCV, 3-way, range min(max_disp, 256)) on the same input in the same run.",
+            "", md_table(["preset", "size", "iterations", "encode+volume ms", "per iteration ms", "upsample ms",
+                          "total ms", "SGBM ms", "GES/SGBM"], rows),
+            "", f"`ges bench latency --presets {' '.join(args.presets)}`"]
+    return "\n".join(body)
+
+
+# ------------------------------------------------------------------------------ convergence
+def bench_convergence(args) -> str:
+    from . import load_predictor
+    from .data.datasets import MotorcycleDataset
+    from .deq.solvers import SOLVERS
+    from .metrics import disparity_metrics
+    s = MotorcycleDataset()[0]
+    pred = load_predictor(args.weights, device=args.device)
+    model = pred.model
+    left = torch.from_numpy(s["left"]).permute(2, 0, 1)[None].float().to(pred.device)
+    right = torch.from_numpy(s["right"]).permute(2, 0, 1)[None].float().to(pred.device)
+    n = max(args.iters_list)
+    rows, res_series, epe_series = [], {}, {}
+    with torch.no_grad():
+        enc = model.encode(left, right)
+        z_ref, _ = model.solve(enc, iters=40, solver="anderson", tol=0.0)
+        for solver in sorted(SOLVERS):
+            for start in ("cold", "warm"):
+                init = None
+                if start == "warm":
+                    # a neighbouring frame's fixed point: the same pair's, perturbed
+                    init = z_ref + 0.05 * z_ref.std() * torch.randn(z_ref.shape, generator=torch.Generator().manual_seed(0)).to(z_ref)
+                xs, rs, es = [], [], []
+                for k in args.iters_list:
+                    z, info = model.solve(enc, iters=k, solver=solver, init=init, tol=0.0)
+                    d, _ = model.decode(z, enc)
+                    epe = disparity_metrics(d[0, 0].cpu().numpy(), s["disparity"], s["valid"])["epe"]
+                    xs.append(k)
+                    rs.append(info.residuals[-1])
+                    es.append(epe)
+                    rows.append([solver, start, k, f"{info.residuals[-1]:.2e}", f"{epe:.3f}"])
+                res_series[f"{solver} ({start})"] = (xs, rs)
+                epe_series[f"{solver} ({start})"] = (xs, es)
+    p1 = _plot(args.docs / "convergence_residual.png", res_series, "iterations", "relative residual",
+               "motorcycle: residual vs iterations", logy=True)
+    p2 = _plot(args.docs / "convergence_epe.png", epe_series, "iterations", "EPE (px)", "motorcycle: EPE vs iterations")
+    body = ["## convergence — residual and EPE vs iterations", "", f"{machine_line()}; weights {args.weights}; the "
+            "scikit-image motorcycle pair; warm start = the 40-iteration Anderson fixed point plus 5 % noise "
+            "(a stand-in for the previous video frame).", "",
+            md_table(["solver", "start", "iterations", "relative residual", "EPE (px)"], rows)]
+    body += [f"\n![residual]({p1})" if p1 else "", f"![epe]({p2})" if p2 else "",
+             f"\n`ges bench convergence --weights {args.weights}`"]
+    return "\n".join(body)
+
+
+# ------------------------------------------------------------------------------ node
+def bench_node(args) -> str:
+    from ges_ros.geometry import StereoCalibration, colorize, point_cloud_xyz, to_ros_disparity
+    from ges_ros.image_codec import image_to_rgb8
+    from ges_ros.messages import disparity_msg, header, image_msg, pointcloud_msg, rosbags_types, rclpy_types
+    h, w = args.node_size
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    disp = rng.uniform(1, 100, (h, w)).astype(np.float32)
+    valid = rng.random((h, w)) > 0.1
+    calib = StereoCalibration(fx=1000.0, fy=1000.0, cx_left=w / 2, cx_right=w / 2, cy=h / 2, baseline=0.3, width=w,
+                              height=h)
+    rows = []
+    impls = [("rosbags", rosbags_types())]
+    try:
+        impls.insert(0, ("rclpy", rclpy_types()))
+    except ImportError:
+        pass
+    for name, types in impls:
+        hdr = header(types, 1, 0, "cam")
+        msg = image_msg(types, hdr, img, "rgb8")
+        stages = {
+            "image message -> array": lambda: image_to_rgb8(msg),
+            "DisparityImage": lambda: disparity_msg(types, hdr, to_ros_disparity(disp, calib), valid, calib,
+                                                    min_disparity=0.0, max_disparity=192.0, delta_d=0.0625),
+            "PointCloud2 (xyz+rgb)": lambda: pointcloud_msg(types, hdr, point_cloud_xyz(disp, valid, calib)[0], img,
+                                                            avoid_padding=False),
+            "colour map": lambda: colorize(disp, valid),
+        }
+        total = 0.0
+        for stage, fn in stages.items():
+            ms = _median_ms(fn, args.repeats)
+            total += ms
+            rows.append([name, stage, f"{ms:.1f}"])
+        rows.append([name, "**total**", f"**{total:.1f}**"])
+        print(f"node {name}: {total:.1f} ms", flush=True)
+    body = ["## node — ROS-side cost per frame, without the network", "", f"{machine_line()}; {w}x{h}; median of "
+            f"{args.repeats}; target under 10 ms in total.", "", md_table(["messages", "stage", "ms"], rows), "",
+            "`ges bench node`"]
+    return "\n".join(body)
+
+
+# ------------------------------------------------------------------------------ flops
+def bench_flops(args) -> str:
+    from torch.utils.flop_counter import FlopCounterMode
+    from .config import GESConfig
+    from .model.ges import build_model
+    import dataclasses
+    rows = []
+    estimates = []
+    for preset in args.presets:
+        cfg = dataclasses.replace(GESConfig.preset(preset), solver="fixed_point", tol=0.0)
+        model = build_model(cfg).eval()
+        params = sum(p.numel() for p in model.parameters())
+        for (h, w) in args.sizes:
+            left = torch.zeros(1, 3, h, w)
+            with torch.no_grad():
+                with FlopCounterMode(display=False) as fc:
+                    enc = model.encode(left, left)
+                f_enc = fc.get_total_flops()
+                z = model.initial_state(enc)
+                with FlopCounterMode(display=False) as fc:
+                    model.step(z, enc)
+                f_it = fc.get_total_flops()
+            total4 = f_enc + 4 * f_it
+            rows.append([preset, f"{params / 1e6:.2f} M", f"{w}x{h}", f"{f_enc / 1e9:.1f}", f"{f_it / 1e9:.1f}",
+                         f"{total4 / 1e9:.1f}"])
+            if (h, w) == (2056, 2464):
+                # RTX 3090: 35.6 TFLOP/s fp32 peak, 71 fp16 tensor; assume 25 % of fp16 peak for conv-heavy nets
+                est_ms = total4 / (0.25 * 71e12) * 1e3
+                estimates.append(f"- {preset} at 2464x2056, 4 iterations: {total4 / 1e9:.0f} GFLOP -> about "
+                                 f"{est_ms:.0f} ms on an RTX 3090 assuming 25 % of its 71 TFLOP/s fp16 tensor peak "
+                                 "(an estimate, not a measurement; the report: 4 iterations within 155 ms; "
+                                 "challenge rule 200 ms on a V100).")
+    body = ["## flops — parameters and FLOPs", "", f"{machine_line()}; torch.utils.flop_counter (a multiply-add "
+            "counts 2 FLOPs; grid_sample and elementwise ops are not counted).", "",
+            md_table(["preset", "parameters", "size", "encode+volume GFLOP", "per iteration GFLOP",
+                      "total at 4 iterations GFLOP"], rows), "", *estimates, "", "`ges bench flops`"]
+    return "\n".join(body)
+
+
+MODES = {"memory": bench_memory, "latency": bench_latency, "convergence": bench_convergence, "node": bench_node,
+         "flops": bench_flops}
+
+
+def _sizes(text: str) -> List[Tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        h, w = item.lower().split("x")
+        out.append((int(h), int(w)))
+    return out
+
+
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks into docs/BENCHMARKS.md")
+    p.add_argument("mode", choices=[*MODES, "all"])
+    p.add_argument("--docs", type=Path, default=ROOT / "docs", help="folder of BENCHMARKS.md and plots")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--preset", default="small", help="memory: preset")
+    p.add_argument("--presets", nargs="+", default=["small", "paper"])
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--iters-list", type=lambda s: [int(x) for x in s.split(",")], default=None)
+    p.add_argument("--sizes", type=_sizes, default=_sizes("480x640,1200x1920,2056x2464"), help="HxW,HxW,...")
+    p.add_argument("--node-size", type=lambda s: _sizes(s)[0], default=(1200, 1920))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--weights", default="default")
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args) -> int:
+    modes = list(MODES) if args.mode == "all" else [args.mode]
+    for mode in modes:
+        a = argparse.Namespace(**vars(args))
+        if a.iters_list is None:
+            a.iters_list = {"memory": [1, 2, 4, 8, 16, 32], "convergence": list(range(1, 17))}.get(mode, [1, 2, 4, 8])
+        body = MODES[mode](a)
+        write_section(args.docs / "BENCHMARKS.md", mode, body)
+        print(f"wrote the {mode} section of {args.docs / 'BENCHMARKS.md'}")
+    return 0
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_memory_probe":
+    _, _, preset, backward, iters, height, width, device = sys.argv
+    print(json.dumps(memory_probe(preset, backward, int(iters), int(height), int(width), device)))

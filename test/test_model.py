@@ -1,0 +1,157 @@
+"""The GES network: shapes, odd sizes, gray input, batches, determinism, the disparity convention,
+the predictor API and weights files."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ges_core import GESConfig, build_model, load_predictor
+from ges_core.model.volume import VolumeLookup, groupwise_correlation, topk_soft_argmin
+from ges_core.weights import load_weights, save_weights
+
+TINY = GESConfig.preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(TINY).eval()
+
+
+@pytest.mark.parametrize("height,width", [(64, 96), (37, 83), (50, 129)])
+def test_smoke_shapes_odd_sizes(model, height, width):
+    left = torch.rand(2, 3, height, width) * 255
+    with torch.no_grad():
+        out = model(left, left.flip(-1))
+    for t in (out.disparity, out.init_disparity, out.confidence):
+        assert t.shape == (2, 1, height, width) and t.dtype == torch.float32 and torch.isfinite(t).all()
+    assert 0 <= out.confidence.min() and out.confidence.max() <= 1
+    assert out.iters == TINY.iters and len(out.residuals) == out.iters
+
+
+def test_same_output_type_in_train_and_eval(model):
+    left = torch.rand(1, 3, 32, 64) * 255
+    model.train()
+    out_t = model(left, left)
+    model.eval()
+    with torch.no_grad():
+        out_e = model(left, left)
+    assert type(out_t) is type(out_e)
+
+
+def test_determinism_in_eval(model):
+    left, right = torch.rand(1, 3, 48, 80) * 255, torch.rand(1, 3, 48, 80) * 255
+    with torch.no_grad():
+        a, b = model(left, right), model(left, right)
+    assert torch.equal(a.disparity, b.disparity)
+
+
+def test_exception_on_mismatched_inputs(model):
+    with pytest.raises(ValueError, match="equal shape"):
+        model(torch.rand(1, 3, 32, 64), torch.rand(1, 3, 32, 60))
+
+
+def test_groupwise_correlation_convention():
+    """Pins the disparity convention: x_right = x_left - d, so a right view shifted by +3 peaks at d = 3."""
+    torch.manual_seed(0)
+    feat = torch.nn.functional.normalize(torch.randn(1, 8, 4, 32), dim=1)   # unit vectors: self-match is the max
+    right = torch.roll(feat, shifts=-3, dims=3)       # right(x) = left(x + 3)  =>  left(x) = right(x - 3)
+    vol = groupwise_correlation(feat, right, groups=1, num_disp=8)
+    assert vol.shape == (1, 1, 8, 4, 32)
+    best = vol[0, 0, :, :, 8:24].argmax(0)
+    assert (best == 3).all()
+
+
+def test_topk_soft_argmin():
+    logits = torch.full((1, 10, 1, 1), -10.0)
+    logits[0, 4] = 5.0
+    logits[0, 5] = 5.0
+    logits[0, 9] = 4.0      # a far second mode: full soft-argmin is pulled toward it, top-2 is not
+    assert topk_soft_argmin(logits, 2).item() == pytest.approx(4.5, abs=1e-4)
+    assert topk_soft_argmin(logits, 0).item() > 5.0
+
+
+def test_volume_lookup_reads_the_right_bin():
+    vol = torch.zeros(1, 1, 8, 2, 3)
+    vol[0, 0, 5] = 1.0                                  # level-0 feature is 1 at bin 5 only
+    look = VolumeLookup([vol], radius=1)
+    out = look(torch.full((1, 1, 2, 3), 5.0))          # samples bins 4, 5, 6
+    assert torch.allclose(out[0, :, 0, 0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
+    half = look(torch.full((1, 1, 2, 3), 4.5))          # linear in disparity
+    assert half[0, 1, 0, 0].item() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_predictor_api_and_gray_input(tiny_weights):
+    pred = load_predictor(str(tiny_weights), device="cpu")
+    rng = np.random.default_rng(0)
+    left = rng.integers(0, 255, (45, 70, 3), dtype=np.uint8)
+    r = pred.predict(left, left)
+    assert r.disparity.shape == (45, 70) and r.disparity.dtype == np.float32
+    assert r.valid.dtype == bool and r.confidence.shape == (45, 70)
+    assert r.iters == pred.config.iters and np.isfinite(r.residual)
+    assert {"encode", "solve", "upsample", "total"} <= set(r.timings_ms)
+    g = pred.predict(left[..., 0], left[..., 0], iters=2)   # gray is replicated
+    assert g.iters == 2 and g.disparity.shape == (45, 70)
+    with pytest.raises(ValueError, match="70x45.*70x44"):
+        pred.predict(left, left[:-1])
+
+
+def test_predictor_budget_stops_early(tiny_weights):
+    pred = load_predictor(str(tiny_weights))
+    img = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    full = pred.predict(img, img, iters=20)
+    assert full.iters == 20
+    r = pred.predict(img, img, iters=20, budget_ms=full.timings_ms["encode"] + 1.5 * full.timings_ms["per_iter"])
+    assert 1 <= r.iters < 20
+    tiny_budget = pred.predict(img, img, iters=20, budget_ms=0.001)
+    assert tiny_budget.iters == 1            # at least one iteration always runs
+
+
+def test_predictor_warm_start_and_scale(tiny_weights):
+    pred = load_predictor(str(tiny_weights))
+    img = np.random.default_rng(2).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    r1 = pred.predict(img, img, iters=8)
+    r2 = pred.predict(img, img, iters=1, init=r1.state)
+    assert r2.state.shape == r1.state.shape
+    other = np.random.default_rng(3).integers(0, 255, (80, 96, 3), dtype=np.uint8)
+    r3 = pred.predict(other, other, init=r1.state)      # another size: cold start, no error
+    assert r3.disparity.shape == (80, 96)
+    half = pred.predict(img, img, scale=0.5)
+    assert half.disparity.shape == (64, 96)
+
+
+def test_weights_roundtrip_and_errors(tmp_path):
+    cfg = dataclasses.replace(TINY, iters=3)
+    m = build_model(cfg)
+    save_weights(tmp_path / "w.safetensors", m, cfg, half=True)
+    cfg2, tensors, meta = load_weights(tmp_path / "w.safetensors")
+    assert cfg2 == cfg and meta["format"] == "ges"
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        load_predictor(str(tmp_path / "nope.safetensors"))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        load_predictor(str(bad))
+
+
+def test_pickle_weights_are_refused(tmp_path):
+    path = tmp_path / "evil.safetensors"
+    torch.save({"x": torch.zeros(1)}, path)                 # a torch (zip/pickle) checkpoint
+    with pytest.raises(ValueError, match="pickle"):
+        load_predictor(str(path))
+    import pickle
+    path2 = tmp_path / "evil2.pt"
+    path2.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="pickle"):
+        load_predictor(str(path2))
+
+
+def test_config_presets_and_overrides():
+    small, paper = GESConfig.preset("small"), GESConfig.preset("paper")
+    assert small.max_disp == 192 and paper.max_disp == 384 and paper.hidden_dims == (128, 128, 128)
+    assert GESConfig.from_json(paper.to_json()) == paper
+    with pytest.raises(ValueError, match="valid"):
+        GESConfig.preset("huge")
+    with pytest.raises(ValueError, match="unknown GESConfig fields"):
+        GESConfig.from_dict({"max_dsp": 3})
