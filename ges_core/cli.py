@@ -137,6 +137,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_weights(args: argparse.Namespace) -> int:
+    from .config import GESConfig
+    from .model.ges import build_model
+    from .train import load_checkpoint
+    from .weights import save_weights
+    state = load_checkpoint(args.checkpoint)
+    cfg = GESConfig.from_json(state["config"])
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    save_weights(args.output, model, cfg, half=not args.fp32, metadata={"train_step": str(state["step"])})
+    print(f"step {state['step']} -> {args.output}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ replay / play
 def load_node_params(path: Optional[str]) -> dict:
     """A ROS 2 parameter file (`/**:` or `<node>:` -> `ros__parameters:`) -> flat dict."""
@@ -226,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="override the run directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export-weights", help="training checkpoint -> safetensors weights (config in metadata)")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--fp32", action="store_true", help="store float32 instead of float16")
+    p.set_defaults(func=_cmd_export_weights)
 
     p = sub.add_parser("replay", help="run the stereo node's processing over a bag (no ROS needed)")
     p.add_argument("input", help="input bag (ROS 2 MCAP/sqlite3 folder or file, or ROS 1 .bag)")

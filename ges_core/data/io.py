@@ -50,7 +50,8 @@ def read_pfm(path: str) -> np.ndarray:
                 raise ValueError(f"{path}: malformed PFM scale line") from None
             channels = 3 if header == b"PF" else 1
             count = width * height * channels
-            data = np.frombuffer(fh.read(), dtype="<f4" if scale < 0 else ">f4")
+            payload = fh.read()
+            data = np.frombuffer(payload[: len(payload) // 4 * 4], dtype="<f4" if scale < 0 else ">f4")
     except FileNotFoundError:
         raise FileNotFoundError(f"PFM file not found: {path}") from None
     if data.size < count:

@@ -1,0 +1,192 @@
+"""Dataset readers on tiny fixtures written in the real formats, the procedural generator and augmentation."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from ges_core.data.augment import AugmentConfig, augment
+from ges_core.data.datasets import ProceduralDataset, build_dataset
+from ges_core.data.io import read_calib, read_pfm, write_pfm
+from ges_core.data.procedural import ProceduralConfig, render_pair
+
+H, W = 12, 20
+
+
+def _img(path, seed=0):
+    cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, 255, (H, W, 3), dtype=np.uint8))
+
+
+def _disp():
+    d = np.linspace(1, 9, H * W, dtype=np.float32).reshape(H, W)
+    d[0, 0] = 0
+    return d
+
+
+def _png16(path, d, divisor=256):
+    cv2.imwrite(str(path), (d * divisor).astype(np.uint16))
+
+
+def test_pfm_roundtrip_bottom_up_and_endianness(tmp_path):
+    d = _disp()
+    write_pfm(str(tmp_path / "a.pfm"), d)
+    assert np.array_equal(read_pfm(str(tmp_path / "a.pfm")), d)
+    # big-endian (positive scale), rows stored bottom-up
+    (tmp_path / "b.pfm").write_bytes(b"Pf\n%d %d\n1.0\n" % (W, H) + np.flipud(d).astype(">f4").tobytes())
+    assert np.array_equal(read_pfm(str(tmp_path / "b.pfm")), d)
+
+
+def test_pfm_exceptions(tmp_path):
+    p = tmp_path / "t.pfm"
+    p.write_bytes(b"Pf\n%d %d\n-1\n" % (W, H) + b"\0" * 10)
+    with pytest.raises(ValueError, match="t.pfm.*truncated"):
+        read_pfm(str(p))
+    p.write_bytes(b"P6\n1 1\n255\n")
+    with pytest.raises(ValueError, match="not a PFM"):
+        read_pfm(str(p))
+    with pytest.raises(FileNotFoundError, match="missing.pfm"):
+        read_pfm(str(tmp_path / "missing.pfm"))
+
+
+def test_kitti_2012_and_2015(tmp_path):
+    for year, dirs in ((2012, ("colored_0", "colored_1", "disp_occ")), (2015, ("image_2", "image_3", "disp_occ_0"))):
+        root = tmp_path / str(year)
+        for d in dirs:
+            (root / d).mkdir(parents=True)
+        _img(root / dirs[0] / "000000_10.png")
+        _img(root / dirs[1] / "000000_10.png", 1)
+        _png16(root / dirs[2] / "000000_10.png", _disp())
+        s = build_dataset("kitti", str(root))[0]
+        assert s["left"].shape == (H, W, 3) and not s["valid"][0, 0] and s["valid"][1, 1]
+        np.testing.assert_allclose(s["disparity"][s["valid"]], _disp()[s["valid"]], atol=1 / 256)
+    (tmp_path / "2015" / "image_3" / "000000_10.png").unlink()
+    with pytest.raises(FileNotFoundError, match="image_3"):
+        build_dataset("kitti", str(tmp_path / "2015"))
+
+
+def test_middlebury_eth3d(tmp_path):
+    scene = tmp_path / "mb" / "Piano"
+    scene.mkdir(parents=True)
+    _img(scene / "im0.png")
+    _img(scene / "im1.png", 1)
+    d = _disp()
+    d[2, 3] = np.inf
+    write_pfm(str(scene / "disp0GT.pfm"), d)
+    cv2.imwrite(str(scene / "mask0nocc.png"), np.full((H, W), 255, np.uint8))
+    (scene / "calib.txt").write_text("cam0=[1000 0 10; 0 1000 6; 0 0 1]\ncam1=[1000 0 13; 0 1000 6; 0 0 1]\n"
+                                     "doffs=3\nbaseline=100\nwidth=20\nheight=12\n")
+    s = build_dataset("middlebury", str(tmp_path / "mb"))[0]
+    assert not s["valid"][2, 3] and s["nonocc"].sum() == s["valid"].sum()
+    c = read_calib(str(scene / "calib.txt"))
+    assert (c["f"], c["cx"], c["doffs"], c["baseline"]) == (1000, 10, 3, 100)
+    (scene / "calib.txt").write_text("garbage")
+    with pytest.raises(ValueError, match="calib.txt"):
+        read_calib(str(scene / "calib.txt"))
+    (scene / "disp0GT.pfm").unlink()
+    with pytest.raises(FileNotFoundError, match="disp0GT"):
+        build_dataset("eth3d", str(tmp_path / "mb"))
+
+
+def test_sceneflow(tmp_path):
+    root = tmp_path / "sf"
+    for side in ("left", "right"):
+        (root / "frames_cleanpass" / "TRAIN" / "A" / "0000" / side).mkdir(parents=True)
+        _img(root / "frames_cleanpass" / "TRAIN" / "A" / "0000" / side / "0006.png")
+    (root / "disparity" / "TRAIN" / "A" / "0000" / "left").mkdir(parents=True)
+    write_pfm(str(root / "disparity" / "TRAIN" / "A" / "0000" / "left" / "0006.pfm"), _disp())
+    s = build_dataset("sceneflow", str(root))[0]
+    np.testing.assert_array_equal(s["disparity"], _disp())
+
+
+def test_argoverse(tmp_path):
+    log = "log1"
+    img = tmp_path / "rectified_stereo_images_v1.1" / "val" / log
+    for side in ("left", "right"):
+        (img / f"stereo_front_{side}_rect").mkdir(parents=True)
+        cv2.imwrite(str(img / f"stereo_front_{side}_rect" / f"stereo_front_{side}_rect_315.jpg"),
+                    np.zeros((H, W, 3), np.uint8))
+    dd = tmp_path / "disparity_maps_v1.1" / "val" / log / "stereo_front_left_rect_disparity"
+    dd.mkdir(parents=True)
+    _png16(dd / "disparity_315.png", _disp())
+    s = build_dataset("argoverse", str(tmp_path))[0]
+    assert s["disparity"].shape == (H, W) and s["name"] == "log1/315"
+
+
+def test_folder_scenes(tmp_path):
+    scene = tmp_path / "set" / "s1"
+    scene.mkdir(parents=True)
+    _img(scene / "left.png")
+    _img(scene / "right.png", 1)
+    cv2.imwrite(str(scene / "disp_left.png"), (_disp() * 4).astype(np.uint8))
+    (scene / "meta.json").write_text(json.dumps({"disparity_divisor": 4, "invalid_value": 0}))
+    s = build_dataset("folder", str(tmp_path / "set"))[0]
+    np.testing.assert_allclose(s["disparity"][s["valid"]], _disp()[s["valid"]], atol=0.25)
+    (scene / "meta.json").write_text("{broken")
+    with pytest.raises(ValueError, match="meta.json"):
+        build_dataset("folder", str(tmp_path / "set"))[0]
+    cv2.imwrite(str(scene / "left.png"), np.zeros((3, 3, 3), np.uint8))
+    (scene / "meta.json").write_text(json.dumps({"disparity_divisor": 4, "invalid_value": 0}))
+    with pytest.raises(ValueError, match="left.png"):
+        build_dataset("folder", str(tmp_path / "set"))[0]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        build_dataset("folder", str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="valid"):
+        build_dataset("middleearth", "x")
+
+
+def _warp_error(left, right, disp, valid):
+    h, w = disp.shape
+    xs = (np.arange(w)[None] - disp).astype(np.float32)
+    ys = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, 1)
+    warped = cv2.remap(right.astype(np.float32), xs, ys, cv2.INTER_LINEAR)
+    return np.median(np.abs(warped - left).mean(-1)[valid]) / 255
+
+
+def test_procedural_disparity_is_exact_by_warping():
+    cfg = ProceduralConfig(height=96, width=160, max_disp=40, misalign_prob=0, jpeg_prob=0)
+    import ges_core.data.procedural as P
+    errs = []
+    for i in range(4):
+        left, right, disp, valid = render_pair(np.random.default_rng(i), cfg)
+        assert left.shape == (96, 160, 3) and disp.dtype == np.float32 and valid.mean() > 0.5
+        assert disp[valid].max() <= 1.5 * 40 + 1
+        errs.append(_warp_error(left, right, disp, valid))
+    # view-dependent gain (<= 10 %) is the only photometric difference
+    assert np.median(errs) < 0.05
+    unmatched = render_pair(np.random.default_rng(9), cfg)
+    xs = np.arange(160)[None]
+    assert not (unmatched[3] & (xs - unmatched[2] < 0)).any()
+
+
+def test_procedural_dataset_is_a_pure_function_of_the_index():
+    ds = ProceduralDataset(render=ProceduralConfig(height=64, width=96, max_disp=20), seed=3)
+    a, b = ds[5], ds[5]
+    assert np.array_equal(a["left"], b["left"]) and np.array_equal(a["disparity"], b["disparity"])
+    assert not np.array_equal(ds[6]["left"], a["left"])
+
+
+def test_symmetric_augmentation_keeps_disparity_exact():
+    """Zoom, x-stretch and crop applied to both views: warping right->left with the new disparity still fits."""
+    rng = np.random.default_rng(0)
+    tex = cv2.GaussianBlur(rng.integers(0, 255, (96, 200, 3)).astype(np.float32), (0, 0), 2.0)
+    shift = 6
+    left = np.clip(tex[:, :160], 0, 255).astype(np.uint8)
+    right = np.clip(tex[:, shift:160 + shift], 0, 255).astype(np.uint8)     # right(x) = left(x + d)
+    disp = np.full((96, 160), float(shift), np.float32)
+    valid = np.arange(160)[None].repeat(96, 0) >= shift
+    assert _warp_error(left, right, disp, valid) < 0.01
+    aug = AugmentConfig(crop=(80, 128), zoom=(1.1, 1.3), stretch=(0.9, 1.2), photometric_prob=0, occlusion_prob=0)
+    l2, r2, d2, v2 = augment(left, right, disp, valid, np.random.default_rng(0), aug)
+    v2 = v2 & (np.arange(d2.shape[1])[None] - d2 >= 1)
+    assert l2.shape == (80, 128, 3) and d2.shape == (80, 128) and d2.max() > shift
+    assert _warp_error(l2, r2, d2, v2) < 0.01
+    # a disparity that ignored the x-scale would not fit
+    assert _warp_error(l2, r2, np.full_like(d2, shift), v2) > 2 * _warp_error(l2, r2, d2, v2)
+
+
+def test_photometric_augmentation_touches_only_the_right_image():
+    cfg = ProceduralConfig(height=64, width=96, max_disp=20)
+    left, right, disp, valid = render_pair(np.random.default_rng(2), cfg)
+    l2, r2, d2, _ = augment(left, right, disp, valid, np.random.default_rng(0),
+                            AugmentConfig(photometric_prob=1.0, occlusion_prob=1.0))
+    assert np.array_equal(l2, left) and np.array_equal(d2, disp) and not np.array_equal(r2, right)
