@@ -178,6 +178,10 @@ class Trainer:
             state = load_checkpoint(resume)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            total = state["scheduler"].get("total_steps")
+            if total is not None and total != cfg.steps:
+                raise ValueError(f"{resume} was written by a run of {total} steps (its one-cycle schedule); "
+                                 f"resume with steps: {total}, not {cfg.steps}")
             self.scheduler.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
             self.nan_skipped = int(state.get("nan_skipped", 0))
@@ -221,8 +225,10 @@ class Trainer:
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         return old
 
-    def train(self) -> Dict[str, Any]:
+    def train(self, until: Optional[int] = None) -> Dict[str, Any]:
+        """Train to cfg.steps (or stop early at step `until`, as an interruption would)."""
         cfg = self.cfg
+        last = cfg.steps if until is None else min(until, cfg.steps)
         model = self.model
         if self.world > 1:
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[self.rank])
@@ -237,7 +243,7 @@ class Trainer:
         window: List[Dict[str, float]] = []
         try:
             batches = iter(self._loader())
-            while self.step < cfg.steps and not self.stop_requested:
+            while self.step < last and not self.stop_requested:
                 left, right, disp, valid = to_batch(next(batches), self.device)
                 with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                     out = model(left, right)

@@ -1,0 +1,136 @@
+"""The trainer at tiny size: learning, exact resume, SIGTERM/SIGKILL safety, NaN handling, corrupt checkpoints."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ges_core.train import TrainConfig, Trainer, evaluate_heldout, heldout_dataset, load_checkpoint
+
+TINY = {
+    "model": {"preset": "tiny", "train_iters": 2},
+    "data": {"dataset": "procedural", "height": 32, "width": 64, "max_disp": 12, "min_scene_disp": 2, "objects": [2, 6]},
+    "augment": {"occlusion_prob": 0.0},
+    "batch_size": 2, "lr": 0.002, "checkpoint_every": 2, "log_every": 1, "eval_every": 0, "eval_pairs": 4,
+    "num_workers": 0, "device": "cpu",
+}
+
+
+def cfg_file(tmp_path, name="cfg.yaml", **over):
+    d = {**TINY, "out_dir": str(tmp_path / "run"), **over}
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(d))
+    return str(p)
+
+
+def losses(run: Path):
+    return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+
+
+def test_training_lowers_heldout_epe(tmp_path):
+    cfg = TrainConfig.load(cfg_file(tmp_path, steps=150))
+    tr = Trainer(cfg, progress=False)
+    before = evaluate_heldout(tr.model, heldout_dataset(cfg), 8, tr.device)["heldout_epe"]
+    tr.train()
+    after = evaluate_heldout(tr.model, heldout_dataset(cfg), 8, tr.device)["heldout_epe"]
+    assert after < 0.8 * before
+    assert (Path(cfg.out_dir) / "final.safetensors").exists()
+    from ges_core import load_predictor
+    assert load_predictor(str(Path(cfg.out_dir) / "final.safetensors")).config.max_disp == 32
+
+
+def test_resume_is_exact(tmp_path):
+    a = TrainConfig.load(cfg_file(tmp_path, "a.yaml", steps=6, out_dir=str(tmp_path / "a")))
+    Trainer(a, progress=False).train()
+    b = TrainConfig.load(cfg_file(tmp_path, "b.yaml", steps=6, out_dir=str(tmp_path / "b")))
+    Trainer(b, progress=False).train(until=3)          # stops at 3 as an interruption would
+    tr = Trainer(b, resume=str(tmp_path / "b" / "checkpoint.pt"), progress=False)
+    assert tr.step == 3
+    tr.train()
+    la = {r["step"]: r["loss"] for r in losses(tmp_path / "a")}
+    lb = {r["step"]: r["loss"] for r in losses(tmp_path / "b")}
+    for step in (4, 5, 6):
+        assert la[step] == lb[step], step
+    with pytest.raises(ValueError, match="resume with steps: 6"):
+        b.steps = 9
+        Trainer(b, resume=str(tmp_path / "b" / "checkpoint.pt"), progress=False)
+    sa, sb = load_checkpoint(str(tmp_path / "a" / "checkpoint.pt")), load_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))
+    assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+
+
+def _spawn(cfg_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ges_core.cli", "train", "--config", cfg_path, "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _wait_for(path: Path, timeout=120):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not path.exists():
+        time.sleep(0.1)
+    assert path.exists(), f"{path} never appeared"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_run_leaves_a_usable_checkpoint(tmp_path, sig):
+    path = cfg_file(tmp_path, steps=100000, checkpoint_every=3)
+    p = _spawn(path)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    try:
+        _wait_for(ckpt)
+        time.sleep(1.0)
+        p.send_signal(sig)
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    if sig == signal.SIGTERM:
+        assert p.returncode == 0 and "interrupted" in out
+    state = load_checkpoint(str(ckpt))            # never a half-written file
+    assert state["step"] > 0
+    cfg = TrainConfig.load(path)
+    tr = Trainer(cfg, resume=str(ckpt), progress=False)
+    tr.train(until=state["step"] + 2)
+    assert tr.step == state["step"] + 2
+
+
+def test_nan_losses_are_skipped_then_stop(tmp_path, monkeypatch):
+    import ges_core.train as T
+    real = T.stereo_loss
+    calls = {"n": 0}
+
+    def flaky(out, *a, **k):
+        calls["n"] += 1
+        loss, stats = real(out, *a, **k)
+        return (loss * float("nan"), stats) if calls["n"] in (2, 3) else (loss, stats)
+    monkeypatch.setattr(T, "stereo_loss", flaky)
+    cfg = TrainConfig.load(cfg_file(tmp_path, steps=5))
+    res = Trainer(cfg, progress=False).train()
+    assert res["nan_skipped"] == 2 and res["step"] == 5
+
+    monkeypatch.setattr(T, "stereo_loss", lambda out, *a, **k: (real(out, *a, **k)[0] * float("nan"), {}))
+    cfg = TrainConfig.load(cfg_file(tmp_path, "c2.yaml", steps=50, max_nan_streak=3, out_dir=str(tmp_path / "run2")))
+    with pytest.raises(RuntimeError, match="3 non-finite losses.*checkpoint"):
+        Trainer(cfg, progress=False).train()
+
+
+def test_corrupt_checkpoint_is_detected(tmp_path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(str(bad))
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(str(tmp_path / "none.pt"))
+
+
+def test_config_errors(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("stepz: 3\n")
+    with pytest.raises(ValueError, match="stepz"):
+        TrainConfig.load(str(p))
