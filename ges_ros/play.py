@@ -31,7 +31,7 @@ def play(node: Node, bag: str, *, rate: float = 1.0, reliable: bool = True, topi
     Returns the number of messages published."""
     reader = BagReader(bag)
     try:
-        if not getattr(reader._reader, "is2", True):
+        if not reader.is_ros2:
             raise ValueError(f"{bag} is a ROS 1 bag: `ges play` publishes ROS 2 bags (use `ges replay`, which reads "
                              "both, or convert it with rosbags-convert)")
         wanted = [t for t in reader.topic_types if topics is None or t in set(topics)]
