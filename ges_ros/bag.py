@@ -143,6 +143,8 @@ class BagReader:
             self._salvage = mcap
             self._open_error = f"{type(exc).__name__}: {exc}"
             found = list(salvage_mcap(mcap))
+            if not found:
+                raise BagError(f"{self.path}: cannot open bag ({self._open_error}); no complete message in it")
             self.topic_types = {t: ty for t, ty, _, _ in found}
             self.count = {t: sum(1 for x in found if x[0] == t) for t in self.topic_types}
             return
