@@ -1,0 +1,71 @@
+"""Geometry independent of the network: the disparity convention, depth, points, valid window, messages."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ges_ros.geometry import (CalibrationError, StereoCalibration, depth_from_disparity, point_cloud_xyz,
+                              to_ros_disparity, valid_window)
+from ges_ros.messages import pointcloud_msg, rosbags_types, header, unpack_cloud
+
+
+def info(fx=500.0, cx=100.0, cy=50.0, tx=0.0, w=200, h=100):
+    return SimpleNamespace(p=[fx, 0, cx, tx, 0, fx, cy, 0, 0, 0, 1, 0], width=w, height=h)
+
+
+def calib(doffs=4.0):
+    return StereoCalibration.from_camera_info(info(), info(cx=100.0 - doffs, tx=-500.0 * 0.2))
+
+
+def test_convention_and_depth():
+    c = calib(doffs=4.0)           # cx_l - cx_r = 4
+    assert c.fx == 500 and c.baseline == pytest.approx(0.2) and c.doffs == pytest.approx(4.0)
+    d_net = np.full((2, 2), 14.0, np.float32)      # pixel shift
+    d = to_ros_disparity(d_net, c)
+    assert d[0, 0] == pytest.approx(10.0)            # d = (x_l - x_r) - (cx_l - cx_r)
+    assert depth_from_disparity(d, c)[0, 0] == pytest.approx(500 * 0.2 / 10.0)
+
+
+def test_points_and_clipping():
+    c = calib(doffs=0.0)
+    d = np.full((100, 200), 10.0, np.float32)
+    valid = np.ones_like(d, bool)
+    valid[0, 0] = False
+    xyz, ok = point_cloud_xyz(d, valid, c)
+    assert np.isnan(xyz[0, 0]).all() and xyz[50, 100].tolist() == pytest.approx([0, 0, 10.0])
+    assert xyz[60, 150].tolist() == pytest.approx([50 * 10 / 500, 10 * 10 / 500, 10.0])
+    _, ok = point_cloud_xyz(d, valid, c, max_depth=5.0)
+    assert not ok.any()
+
+
+@pytest.mark.parametrize("left,right,match", [
+    (info(fx=0.0), info(tx=-100.0), "focal"),
+    (info(), info(tx=0.0), "baseline"),
+    (info(), info(tx=+100.0), "baseline"),
+    (info(), info(fx=450.0, tx=-90.0), "differ"),
+    (info(w=200), info(w=100, tx=-100.0), "200x100 but right is 100x100"),
+])
+def test_calibration_exceptions(left, right, match):
+    with pytest.raises(CalibrationError, match=match):
+        StereoCalibration.from_camera_info(left, right)
+
+
+def test_valid_window_never_underflows():
+    v = np.zeros((10, 20), bool)
+    assert valid_window(v) == (0, 0, 0, 0)
+    v[2:5, 3:7] = True
+    assert valid_window(v) == (3, 2, 4, 3)
+
+
+@pytest.mark.parametrize("avoid_padding,color,step", [(True, True, 16), (False, True, 32), (True, False, 12),
+                                                      (False, False, 16)])
+def test_cloud_layout_as_stereo_image_proc(avoid_padding, color, step):
+    t = rosbags_types()
+    xyz = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 3, 3)
+    rgb = np.full((2, 3, 3), 7, np.uint8) if color else None
+    msg = pointcloud_msg(t, header(t, 0, 0, "f"), xyz, rgb, avoid_padding=avoid_padding)
+    assert msg.point_step == step and msg.row_step == 3 * step and not msg.is_dense
+    f = unpack_cloud(msg)
+    np.testing.assert_array_equal(f["z"], xyz[..., 2])
+    if color:
+        assert f["rgb"].view(np.uint32)[0, 0] == 0x070707

@@ -1,0 +1,71 @@
+"""The synchronizer: exact and approximate semantics, drop counting, clock jumps, fuzzing."""
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ges_ros.sync import StereoSynchronizer
+
+
+def m(t, tag=""):
+    sec = int(t)
+    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=int(round((t - sec) * 1e9)))),
+                           tag=tag)
+
+
+def stamps(out):
+    return [[x.header.stamp.sec + x.header.stamp.nanosec * 1e-9 for x in s] for s in out]
+
+
+def test_exact_matches_only_equal_stamps():
+    out = []
+    s = StereoSynchronizer(2, lambda *a: out.append(a), queue_size=3)
+    s.add(0, m(1.0))
+    s.add(1, m(1.001))
+    assert out == []
+    s.add(1, m(1.0))
+    assert stamps(out) == [[1.0, 1.0]] and s.matched == 1
+
+
+def test_queue_overflow_counts_unmatched_drops():
+    s = StereoSynchronizer(2, lambda *a: None, queue_size=2)
+    for t in (1, 2, 3, 4):
+        s.add(0, m(t))
+    assert s.dropped == [2, 0] and s.received == [4, 0]
+
+
+def test_approximate_within_slop():
+    out = []
+    s = StereoSynchronizer(2, lambda *a: out.append(a), approximate=True, slop=0.01)
+    s.add(0, m(1.0))
+    s.add(1, m(1.02))        # too far
+    assert out == []
+    s.add(1, m(1.005))
+    assert stamps(out) == [[1.0, 1.005]]
+    with pytest.raises(ValueError, match="tolerance"):
+        StereoSynchronizer(2, lambda *a: None, approximate=True, slop=0)
+
+
+def test_clock_jump_back_resyncs():
+    out = []
+    s = StereoSynchronizer(2, lambda *a: out.append(a), queue_size=5)
+    s.add(0, m(100.0))
+    s.add(0, m(5.0))          # a bag loop: clear and start over
+    assert s.clock_resets == 1 and s.dropped[0] == 1
+    s.add(1, m(5.0))
+    assert stamps(out) == [[5.0, 5.0]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40)), max_size=60),
+       approximate=st.booleans(), q=st.integers(1, 6))
+def test_fuzz_sets_are_consistent(events, approximate, q):
+    out = []
+    s = StereoSynchronizer(4, lambda *a: out.append(a), queue_size=q, approximate=approximate, slop=0.05)
+    for idx, t in events:
+        s.add(idx, m(t * 0.02))
+    for group in stamps(out):
+        assert len(group) == 4
+        assert max(group) - min(group) <= (0.05 + 1e-9 if approximate else 0)
+    assert s.matched == len(out)
+    assert all(len(qq) <= q for qq in s.queues)
