@@ -151,6 +151,31 @@ def _cmd_export_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import cv2
+    import warnings
+    from . import load_predictor
+    from .data.datasets import MotorcycleDataset
+    from .export import export, verify_onnx
+    pred = load_predictor(args.weights, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # tracing warnings about Python control flow on shapes
+        export(pred.model, args.output, fmt=args.format, height=args.height, width=args.width, iters=args.iters,
+               dynamic=args.dynamic)
+    print(f"exported {args.format}: {args.output} ({args.width}x{args.height}, {args.iters} iterations unrolled"
+          f"{', dynamic size' if args.dynamic else ''})")
+    if args.format == "onnx" and not args.no_verify:
+        s = MotorcycleDataset()[0]
+        left = cv2.resize(s["left"], (args.width, args.height), interpolation=cv2.INTER_AREA)
+        right = cv2.resize(s["right"], (args.width, args.height), interpolation=cv2.INTER_AREA)
+        diff = verify_onnx(pred.model, args.output, left=left, right=right, iters=args.iters)
+        ok = diff < 0.05
+        print(f"verified with ONNX Runtime (CPU) on the motorcycle pair: max |disparity difference| = {diff:.5f} px "
+              f"({'OK' if ok else 'FAILED'}, limit 0.05 px)")
+        return 0 if ok else 1
+    return 0
+
+
 # ------------------------------------------------------------------------------ replay / play
 def load_node_params(path: Optional[str]) -> dict:
     """A ROS 2 parameter file (`/**:` or `<node>:` -> `ros__parameters:`) -> flat dict."""
@@ -246,6 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--fp32", action="store_true", help="store float32 instead of float16")
     p.set_defaults(func=_cmd_export_weights)
+
+    p = sub.add_parser("export", help="ONNX / TorchScript with fixed iterations, verified against PyTorch")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--height", type=int, required=True)
+    p.add_argument("--width", type=int, required=True)
+    p.add_argument("--iters", type=int, default=4)
+    p.add_argument("--weights", default="default")
+    p.add_argument("--dynamic", action="store_true", help="dynamic height/width (ONNX)")
+    p.add_argument("--no-verify", action="store_true")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("replay", help="run the stereo node's processing over a bag (no ROS needed)")
     p.add_argument("input", help="input bag (ROS 2 MCAP/sqlite3 folder or file, or ROS 1 .bag)")

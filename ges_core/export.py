@@ -1,0 +1,104 @@
+"""Deployment export: ONNX (for ONNX Runtime and TensorRT's trtexec) and TorchScript, with a fixed
+number of solver iterations unrolled, verified against PyTorch on export."""
+from __future__ import annotations
+
+import time
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model.ges import GES
+
+
+class UnrolledGES(nn.Module):
+    """left, right (B, 3, H, W) float in [0, 255] -> disparity, confidence (B, 1, H, W).
+    Plain iteration for `iters` steps: the formats have no Anderson least-squares."""
+
+    def __init__(self, model: GES, iters: int) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.iters = iters
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        enc = self.model.encode(left, right)
+        z = self.model.initial_state(enc)
+        for _ in range(self.iters):
+            z = self.model.step(z, enc)
+        return self.model.decode(z, enc)
+
+
+def export(model: GES, path: str, *, fmt: str, height: int, width: int, iters: int,
+           dynamic: bool = False, opset: int = 20) -> None:
+    wrapper = UnrolledGES(model, iters)
+    example = (torch.zeros(1, 3, height, width), torch.zeros(1, 3, height, width))
+    with torch.no_grad():
+        if fmt == "torchscript":
+            traced = torch.jit.trace(wrapper, example, check_trace=False)
+            traced.save(path)
+        elif fmt == "onnx":
+            axes = {n: {2: "height", 3: "width"} for n in ("left", "right", "disparity", "confidence")} if dynamic else None
+            # GridSample on 5-D volumes (the 3D-feature lookup) needs opset >= 20
+            torch.onnx.export(wrapper, example, path, input_names=["left", "right"],
+                              output_names=["disparity", "confidence"], opset_version=opset,
+                              dynamic_axes=axes, dynamo=False)
+        else:
+            raise ValueError(f"unknown export format {fmt!r}; valid: ['onnx', 'torchscript']")
+
+
+def verify_onnx(model: GES, path: str, *, left: np.ndarray, right: np.ndarray, iters: int) -> float:
+    """Max |disparity_onnxruntime - disparity_pytorch| on a real pair, both running the unrolled graph."""
+    import onnxruntime as ort
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    lt = torch.from_numpy(np.ascontiguousarray(left)).permute(2, 0, 1)[None].float()
+    rt = torch.from_numpy(np.ascontiguousarray(right)).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        ref, _ = UnrolledGES(model, iters)(lt, rt)
+    got = session.run(["disparity"], {"left": lt.numpy(), "right": rt.numpy()})[0]
+    return float(np.abs(ref.numpy() - got).max())
+
+
+class OnnxPredictor:
+    """The Predictor API over an exported ONNX model (ONNX Runtime, CPU or CUDA provider)."""
+
+    def __init__(self, path: str, *, providers: Optional[list] = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ValueError("ONNX weights need onnxruntime: pip install onnxruntime") from None
+        try:
+            self.session = ort.InferenceSession(path, providers=providers or ort.get_available_providers())
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise ValueError(f"{path}: not a loadable ONNX model ({exc})") from None
+        shape = self.session.get_inputs()[0].shape
+        self.fixed_size = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
+        from .config import GESConfig
+        self.config = GESConfig()
+        self.solver = "fixed_point (unrolled)"
+        self.device = "onnxruntime"
+        self.iters_fixed = True
+
+    def predict(self, left: np.ndarray, right: np.ndarray, iters=None, budget_ms=None, init=None, scale: float = 1.0):
+        import cv2
+        from .predictor import Prediction, _to_tensor
+        t0 = time.perf_counter()
+        l, r = _to_tensor(left, "left"), _to_tensor(right, "right")
+        if l.shape != r.shape:
+            raise ValueError(f"left and right sizes differ: {l.shape[1]}x{l.shape[0]} vs {r.shape[1]}x{r.shape[0]}")
+        height, width = l.shape[:2]
+        run_size = self.fixed_size or (height, width)
+        if (height, width) != tuple(run_size):
+            l = cv2.resize(l, (run_size[1], run_size[0]), interpolation=cv2.INTER_AREA)
+            r = cv2.resize(r, (run_size[1], run_size[0]), interpolation=cv2.INTER_AREA)
+        feed = {"left": l.transpose(2, 0, 1)[None].astype(np.float32), "right": r.transpose(2, 0, 1)[None].astype(np.float32)}
+        disp, conf = self.session.run(["disparity", "confidence"], feed)
+        disp, conf = disp[0, 0], conf[0, 0]
+        if disp.shape != (height, width):
+            factor = width / disp.shape[1]
+            disp = cv2.resize(disp, (width, height), interpolation=cv2.INTER_LINEAR) * factor
+            conf = cv2.resize(conf, (width, height), interpolation=cv2.INTER_LINEAR)
+        valid = np.isfinite(disp) & (disp > 0)
+        ms = (time.perf_counter() - t0) * 1e3
+        return Prediction(np.nan_to_num(disp).astype(np.float32), valid, np.clip(conf, 0, 1).astype(np.float32),
+                          -1, float("nan"), [], {"total": ms}, None, False)

@@ -1,0 +1,101 @@
+"""`ges` subcommands at tiny size: predict, eval, export (ONNX Runtime vs PyTorch), bench (table structure)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ges_core.data.io import read_pfm
+
+GES = [sys.executable, "-m", "ges_core.cli"]
+
+
+def run(*args, ok=True):
+    r = subprocess.run([*GES, *map(str, args)], capture_output=True, text=True, timeout=600)
+    if ok:
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory, motorcycle_small):
+    left, right, gt, valid, cam = motorcycle_small
+    d = tmp_path_factory.mktemp("pair")
+    cv2.imwrite(str(d / "left.png"), left[:64, :96, ::-1])
+    cv2.imwrite(str(d / "right.png"), right[:64, :96, ::-1])
+    return d
+
+
+def test_predict_writes_every_output(tmp_path, tiny_weights, pair_files):
+    r = run("predict", pair_files / "left.png", pair_files / "right.png", "-o", tmp_path, "--weights", tiny_weights,
+            "--iters", "2", "--f", "500", "--baseline", "0.2", "--cx", "48", "--cy", "32")
+    for name in ("disparity.pfm", "disparity.png", "disparity_color.png", "confidence.png", "points.ply"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    pfm = read_pfm(str(tmp_path / "disparity.pfm"))
+    png = cv2.imread(str(tmp_path / "disparity.png"), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint16 and pfm.shape == (64, 96)
+    np.testing.assert_allclose(png / 256.0, pfm, atol=1 / 256 + 1e-6)    # the KITTI encoding
+    assert (tmp_path / "points.ply").read_bytes().startswith(b"ply\nformat binary_little_endian")
+    assert "2 iterations" in r.stdout
+
+
+def test_predict_folder_and_errors(tmp_path, tiny_weights, pair_files):
+    (tmp_path / "L").mkdir()
+    (tmp_path / "R").mkdir()
+    for k in range(2):
+        cv2.imwrite(str(tmp_path / "L" / f"{k}.png"), cv2.imread(str(pair_files / "left.png")))
+        cv2.imwrite(str(tmp_path / "R" / f"{k}.png"), cv2.imread(str(pair_files / "right.png")))
+    run("predict", tmp_path / "L", tmp_path / "R", "-o", tmp_path / "out", "--weights", tiny_weights, "--iters", "1")
+    assert (tmp_path / "out" / "0" / "disparity.pfm").exists() and (tmp_path / "out" / "1" / "disparity.pfm").exists()
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    r = run("predict", tmp_path / "bad.png", pair_files / "right.png", "-o", tmp_path / "o2", "--weights",
+            tiny_weights, ok=False)
+    assert r.returncode == 2 and "bad.png" in r.stderr
+
+
+def test_eval_folder_with_sgbm(tmp_path, tiny_weights, motorcycle_small):
+    left, right, gt, valid, cam = motorcycle_small
+    scene = tmp_path / "data" / "moto"
+    scene.mkdir(parents=True)
+    cv2.imwrite(str(scene / "left.png"), left[..., ::-1])
+    cv2.imwrite(str(scene / "right.png"), right[..., ::-1])
+    cv2.imwrite(str(scene / "disp_left.png"), np.round(np.where(valid, gt, 0) * 4).astype(np.uint16))
+    (scene / "meta.json").write_text(json.dumps({"disparity_divisor": 4, "invalid_value": 0}))
+    r = run("eval", "--dataset", "folder", tmp_path / "data", "--weights", tiny_weights, "--iters", "1",
+            "--baseline", "sgbm", "--json", tmp_path / "r.json")
+    assert "| moto |" in r.stdout and "SGBM EPE" in r.stdout and "| mean |" in r.stdout
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["rows"][0]["sgbm_epe"] < res["rows"][0]["ges_epe"]      # an untrained net loses to SGBM
+
+
+def test_export_onnx_matches_pytorch(tmp_path, tiny_weights):
+    r = run("export", "--format", "onnx", "--height", "64", "--width", "96", "--iters", "2", "--weights",
+            tiny_weights, "-o", tmp_path / "m.onnx")
+    assert "OK" in r.stdout and "max |disparity difference|" in r.stdout
+    from ges_core import load_predictor
+    pred = load_predictor(str(tmp_path / "m.onnx"))
+    img = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    out = pred.predict(img, img)
+    assert out.disparity.shape == (64, 96)
+    run("export", "--format", "torchscript", "--height", "64", "--width", "96", "--iters", "1", "--weights",
+        tiny_weights, "-o", tmp_path / "m.pt")
+    assert (tmp_path / "m.pt").stat().st_size > 0
+
+
+@pytest.mark.parametrize("mode,extra", [
+    ("memory", ["--preset", "tiny", "--height", "32", "--width", "64", "--iters-list", "1,2,4"]),
+    ("latency", ["--presets", "tiny", "--sizes", "32x64", "--iters-list", "1,2", "--repeats", "1"]),
+    ("convergence", ["--iters-list", "1,2"]),
+    ("node", ["--node-size", "60x80", "--repeats", "1"]),
+    ("flops", ["--presets", "tiny", "--sizes", "32x64"]),
+])
+def test_bench_modes_write_their_tables(tmp_path, tiny_weights, mode, extra):
+    run("bench", mode, "--docs", tmp_path, "--weights", tiny_weights, *extra)
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert f"<!-- bench:{mode} -->" in text and f"<!-- /bench:{mode} -->" in text
+    assert "torch" in text and "threads" in text and "|---|" in text
+    run("bench", mode, "--docs", tmp_path, "--weights", tiny_weights, *extra)      # rerun replaces in place
+    assert (tmp_path / "BENCHMARKS.md").read_text().count(f"<!-- bench:{mode} -->") == 1
