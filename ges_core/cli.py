@@ -131,7 +131,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.out_dir is not None:
         overrides["out_dir"] = args.out_dir
     cfg = TrainConfig.load(args.config, overrides)
-    result = Trainer(cfg, resume=args.resume, progress=not args.no_progress).train()
+    result = Trainer(cfg, resume=args.resume, progress=not args.no_progress, reschedule=args.reschedule).train()
     print(f"stopped at step {result['step']} ({'interrupted' if result['stopped'] else 'done'}); "
           f"checkpoint: {cfg.out_dir}/checkpoint.pt; non-finite steps skipped: {result['nan_skipped']}")
     return 0
@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="training YAML, e.g. config/train/procedural_cpu.yaml")
     p.add_argument("--resume", help="checkpoint.pt to continue from")
     p.add_argument("--steps", type=int, help="override the total number of steps")
+    p.add_argument("--reschedule", action="store_true",
+                   help="with --resume and a different --steps: stretch the one-cycle schedule to the new length")
     p.add_argument("--out-dir", help="override the run directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)

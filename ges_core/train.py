@@ -158,7 +158,8 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, resume: Optional[str] = None, progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, *, resume: Optional[str] = None, progress: bool = True,
+                 reschedule: bool = False) -> None:
         self.cfg = cfg
         self.progress = progress
         self.rank, self.world = _init_distributed()
@@ -179,10 +180,16 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             total = state["scheduler"].get("total_steps")
-            if total is not None and total != cfg.steps:
+            if total is not None and total != cfg.steps and not reschedule:
                 raise ValueError(f"{resume} was written by a run of {total} steps (its one-cycle schedule); "
-                                 f"resume with steps: {total}, not {cfg.steps}")
-            self.scheduler.load_state_dict(state["scheduler"])
+                                 f"resume with steps: {total}, not {cfg.steps} (or pass --reschedule)")
+            if total == cfg.steps or total is None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            else:
+                # a new run length: the same one-cycle shape stretched to cfg.steps, continued from this step
+                for _ in range(int(state["step"])):
+                    self.scheduler.step()
+                _warn(f"schedule changed from {total} to {cfg.steps} steps; lr now {self.scheduler.get_last_lr()[0]:.2e}")
             self.step = int(state["step"])
             self.nan_skipped = int(state.get("nan_skipped", 0))
             torch.set_rng_state(state["rng"])

@@ -60,6 +60,8 @@ def test_resume_is_exact(tmp_path):
     with pytest.raises(ValueError, match="resume with steps: 6"):
         b.steps = 9
         Trainer(b, resume=str(tmp_path / "b" / "checkpoint.pt"), progress=False)
+    tr2 = Trainer(b, resume=str(tmp_path / "b" / "checkpoint.pt"), progress=False, reschedule=True)
+    assert tr2.step == 6 and tr2.scheduler.total_steps == 9
     sa, sb = load_checkpoint(str(tmp_path / "a" / "checkpoint.pt")), load_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))
     assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
 
