@@ -343,8 +343,87 @@ def bench_flops(args) -> str:
     return "\n".join(body)
 
 
+# ------------------------------------------------------------------------------ soak
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple[int, int] = (64, 96)) -> Dict[str, float]:
+    """Publish `pairs` stereo pairs at `rate_hz` (above the node's throughput) into a StereoNode in this
+    process over DDS; report memory, threads, latency and drops."""
+    import threading
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from ges_ros.messages import rclpy_types
+    from ges_ros.sample import PinholeStereo, stereo_messages
+    from ges_ros.stereo_node import StereoNode
+    from . import load_predictor
+    h, w = size
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = StereoNode(predictor=load_predictor(weights), namespace="soak", context=ctx)
+    peer = rclpy.create_node("soak_pub", context=ctx)
+    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+    pubs = [peer.create_publisher(t, f"/soak/{n}", qos) for t, n in ((Image, "left/image_rect"), (Image, "right/image_rect"),
+                                                                   (CameraInfo, "left/camera_info"), (CameraInfo, "right/camera_info"))]
+    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+    ex.add_node(node)
+    ex.add_node(peer)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    types = rclpy_types()
+    cam = PinholeStereo(f=100.0, cx=w / 2, cy=h / 2, doffs=0.0, baseline=0.1)
+    img = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    try:
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not (all(p.get_subscription_count() for p in pubs)
+                                              and node._reliability == QoSReliabilityPolicy.RELIABLE):
+            time.sleep(0.05)
+        rss0, th0 = 0.0, 0
+        t0 = time.monotonic()
+        for k in range(pairs):
+            now = time.time()
+            for pub, msg in zip(pubs, stereo_messages(types, img, img, cam, sec=int(now), nanosec=int(now % 1 * 1e9))):
+                pub.publish(msg)
+            if k == min(100, pairs // 4):      # after warm-up: the baseline
+                rss0, th0 = _rss_mb(), _threads()
+            time.sleep(max(0.0, t0 + (k + 1) / rate_hz - time.monotonic()))
+        end = time.monotonic() + 30
+        while time.monotonic() < end and (node._pending is not None or
+                                          node.stats["pairs_in"] + sum(node.sync.dropped) < pairs * 0.95):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        lat = sorted(node._latency) or [0.0]
+        return {"pairs_sent": pairs, "seconds": time.monotonic() - t0, "pairs_in": node.stats["pairs_in"],
+                "pairs_out": node.stats["pairs_out"], "superseded": node.drops["superseded"],
+                "unmatched": sum(node.sync.dropped), "errors": sum(v for k_, v in node.drops.items() if k_ != "superseded"),
+                "rss_start_mb": rss0, "rss_end_mb": _rss_mb(), "threads_start": th0, "threads_end": _threads(),
+                "latency_p50_ms": lat[len(lat) // 2], "latency_p95_ms": lat[int(len(lat) * 0.95)],
+                "latency_max_ms": lat[-1]}
+    finally:
+        ex.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        peer.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+def bench_soak(args) -> str:
+    weights = args.weights
+    res = soak(weights, pairs=args.pairs, rate_hz=args.rate, size=args.node_size)
+    rows = [[k, f"{v:.1f}" if isinstance(v, float) else v] for k, v in res.items()]
+    return "\n".join(["## soak — pairs through the node above its throughput", "",
+                      f"{machine_line()}; weights {weights}; {args.node_size[1]}x{args.node_size[0]} pairs at "
+                      f"{args.rate:g} Hz over DDS (reliable, in one process).", "", md_table(["quantity", "value"], rows),
+                      "", f"`ges bench soak --pairs {args.pairs} --rate {args.rate:g}`"])
+
+
 MODES = {"memory": bench_memory, "latency": bench_latency, "convergence": bench_convergence, "node": bench_node,
-         "flops": bench_flops}
+         "flops": bench_flops, "soak": bench_soak}
+DOC_OF = {"soak": "RELIABILITY.md"}
 
 
 def _sizes(text: str) -> List[Tuple[int, int]]:
@@ -369,18 +448,21 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--node-size", type=lambda s: _sizes(s)[0], default=(1200, 1920))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--weights", default="default")
+    p.add_argument("--pairs", type=int, default=2000, help="soak: pairs to publish")
+    p.add_argument("--rate", type=float, default=100.0, help="soak: publishing rate (Hz)")
     p.set_defaults(func=run_bench)
 
 
 def run_bench(args) -> int:
-    modes = list(MODES) if args.mode == "all" else [args.mode]
+    modes = [m for m in MODES if m != "soak"] if args.mode == "all" else [args.mode]
     for mode in modes:
         a = argparse.Namespace(**vars(args))
         if a.iters_list is None:
             a.iters_list = {"memory": [1, 2, 4, 8, 16, 32], "convergence": list(range(1, 17))}.get(mode, [1, 2, 4, 8])
         body = MODES[mode](a)
-        write_section(args.docs / "BENCHMARKS.md", mode, body)
-        print(f"wrote the {mode} section of {args.docs / 'BENCHMARKS.md'}")
+        doc = args.docs / DOC_OF.get(mode, "BENCHMARKS.md")
+        write_section(doc, mode, body)
+        print(f"wrote the {mode} section of {doc}")
     return 0
 
 

@@ -1,0 +1,130 @@
+"""Reliability matrix (docs/RELIABILITY.md): the node keeps working through bad input, bursts, dropped
+publishers, clock jumps, inference faults and solver divergence."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ges_core import load_predictor
+from ges_ros.sample import PinholeStereo, stereo_messages
+from oracle import OraclePredictor
+from ros_harness import TYPES, Harness
+
+CAM = PinholeStereo(f=100.0, cx=24.0, cy=16.0, doffs=0.0, baseline=0.1)
+SMALL = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+
+
+def small_pair(sec, nanosec=0, cam=CAM):
+    return stereo_messages(TYPES, SMALL, SMALL, cam, sec=sec, nanosec=nanosec)
+
+
+@pytest.fixture
+def h():
+    oracle = OraclePredictor(np.full((32, 48), 5.0, np.float32), np.ones((32, 48), bool))
+    with Harness({"no_input_warning_seconds": 1.0, "max_pixels": 1000}, predictor=oracle) as harness:
+        yield harness
+
+
+def test_info_without_images_and_images_without_info(h):
+    msgs = small_pair(10)
+    for k in range(3):
+        m = small_pair(10 + k)
+        h.publish([None, None, m[2], m[3]])
+        time.sleep(0.3)
+    h.wait(lambda: "silent0" in h.node._last_log and "silent1" in h.node._last_log, 10, "warning for missing images")
+    assert h.count("disparity") == 0
+    h.publish(small_pair(20))
+    h.wait(lambda: h.count("disparity") == 1, 20, "a complete pair answered")
+
+
+def test_cameras_with_different_intrinsics(h):
+    other = PinholeStereo(f=120.0, cx=24.0, cy=16.0, doffs=0.0, baseline=0.1)
+    a, b = small_pair(30), small_pair(30, cam=other)
+    h.publish([a[0], a[1], a[2], b[3]])                 # right info from another camera: fx differs
+    h.wait(lambda: h.node.drops["bad_camera_info"] == 1, 20, "intrinsics mismatch counted")
+    h.publish(small_pair(31))
+    h.wait(lambda: h.count("disparity") == 1, 20, "next pair answered")
+
+
+def test_images_above_max_pixels_are_downscaled(h):
+    h.publish(small_pair(40))                           # 48x32 = 1536 px > max_pixels 1000
+    h.wait(lambda: h.count("disparity") == 1, 20, "output")
+    d = h.received["disparity"][0].image
+    assert (d.height, d.width) == (32, 48)              # published at input resolution
+
+
+def test_burst_of_1000_pairs(h):
+    for k in range(1000):
+        h.publish(small_pair(1000 + k // 100, (k % 100) * 10_000_000))
+    # DDS queues (depth queue_size) drop what the node cannot take in time: wait until input stops moving
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() - stable_since < 1.5:
+        now = sum(h.node.sync.received)
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        time.sleep(0.1)
+    h.wait(lambda: h.node._pending is None, 30, "worker idle")
+    assert h.node.stats["pairs_in"] >= 10
+    out_before = h.node.stats["pairs_out"]
+    assert out_before >= 1 and h.node.stats["pairs_out"] + h.node.drops["superseded"] == h.node.stats["pairs_in"]
+    h.publish(small_pair(3000))
+    h.wait(lambda: h.node.stats["pairs_out"] == out_before + 1, 20, "answer after the burst")
+
+
+def test_publisher_dies_and_comes_back(h):
+    from ros_harness import RELIABLE
+    from sensor_msgs.msg import CameraInfo, Image
+    h.publish(small_pair(50))
+    h.wait(lambda: h.count("disparity") == 1, 20, "first output")
+    for p in h.pubs:
+        h.peer.destroy_publisher(p)
+    time.sleep(0.5)
+    h.pubs = [h.peer.create_publisher(t, f"/stereo/{n}", RELIABLE) for t, n in
+              ((Image, "left/image_rect"), (Image, "right/image_rect"), (CameraInfo, "left/camera_info"),
+               (CameraInfo, "right/camera_info"))]
+    h.wait(lambda: all(p.get_subscription_count() for p in h.pubs), 10, "rematched")
+    h.publish(small_pair(51))
+    h.wait(lambda: h.count("disparity") == 2, 20, "output after the publisher came back")
+
+
+def test_clock_jumping_back_resyncs(h):
+    h.publish(small_pair(500))
+    h.wait(lambda: h.count("disparity") == 1, 20, "first")
+    h.publish(small_pair(5))                             # a looping bag / restarted sim time
+    h.wait(lambda: h.count("disparity") == 2, 20, "output after the clock jumped back")
+    assert h.node.processor.clock_resets + h.node.sync.clock_resets >= 1
+
+
+def test_duplicate_and_slightly_older_stamps_are_dropped(h):
+    h.publish(small_pair(60, 500_000_000))
+    h.wait(lambda: h.count("disparity") == 1, 20, "first")
+    h.publish(small_pair(60, 400_000_000))               # 0.1 s older: out of order, not a clock reset
+    h.wait(lambda: h.node.drops["stamp_order"] == 1, 20, "out-of-order counted")
+
+
+def test_solver_divergence_falls_back_to_the_volumetric_disparity(tiny_weights):
+    pred = load_predictor(str(tiny_weights))
+    with torch.no_grad():
+        pred.model.update_block.delta[-1].bias.fill_(float("nan"))      # every update yields NaN
+    img = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    r = pred.predict(img, img)
+    assert r.fallback and np.isfinite(r.disparity).all()
+    assert not (r.valid & ~np.isfinite(r.disparity)).any()
+    with Harness({}, predictor=pred) as hh:
+        hh.publish(small_pair(70))
+        hh.wait(lambda: hh.count("disparity") == 1, 30, "output despite divergence")
+        d = np.frombuffer(bytes(hh.received["disparity"][0].image.data), "<f4")
+        assert np.isfinite(d).all()
+        hh.wait(lambda: any(kv.key == "solver_fallbacks" and kv.value == "1" for m in hh.received["diagnostics"]
+                            for s in m.status for kv in s.values), 10, "fallback in diagnostics")
+
+
+def test_soak_short(tiny_weights):
+    """A short soak in the suite (the long one is `ges bench soak`): memory and threads stay flat."""
+    from ges_core.bench import soak
+    res = soak(str(tiny_weights), pairs=300, rate_hz=200.0, size=(32, 48))
+    assert res["pairs_in"] + res["unmatched"] >= 250
+    assert res["pairs_out"] >= 1 and res["pairs_out"] + res["superseded"] == res["pairs_in"]
+    assert res["threads_end"] <= res["threads_start"] + 2
+    assert res["rss_end_mb"] < res["rss_start_mb"] + 60
