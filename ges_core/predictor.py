@@ -38,7 +38,8 @@ def _to_tensor(img: np.ndarray, name: str) -> np.ndarray:
         arr = np.repeat(arr[..., None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise ValueError(f"{name} image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
-    return arr[..., :3]
+    arr = arr[..., :3]
+    return arr if arr.flags.writeable else arr.copy()   # torch wants writable memory (message buffers are not)
 
 
 class Predictor:

@@ -72,23 +72,25 @@ def depth_from_disparity(d_ros: np.ndarray, calib: StereoCalibration) -> np.ndar
 
 
 def point_cloud_xyz(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *,
-                    min_depth: float = 0.0, max_depth: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+                    min_depth: float = 0.0, max_depth: float = 0.0,
+                    out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """-> (H, W, 3) float32 points in the left optical frame (NaN where invalid) and the final mask.
-    max_depth <= 0 means no upper clip."""
+    max_depth <= 0 means no upper clip. `out` (H, W, >=3) float32 receives x, y, z in its first channels."""
     height, width = d_ros.shape
     ok = valid & (d_ros > 0)
-    z = depth_from_disparity(np.where(ok, d_ros, 1.0), calib)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.divide(np.float32(calib.fx * calib.baseline), d_ros, dtype=np.float32)
     ok &= z >= min_depth
     if max_depth > 0:
         ok &= z <= max_depth
-    z = np.where(ok, z, np.nan).astype(np.float32)
-    u = (np.arange(width, dtype=np.float32) - calib.cx_left) / calib.fx
-    v = (np.arange(height, dtype=np.float32) - calib.cy) / calib.fy
-    xyz = np.empty((height, width, 3), np.float32)
+    z[~ok] = np.nan
+    xyz = np.empty((height, width, 3), np.float32) if out is None else out
+    u = (np.arange(width, dtype=np.float32) - np.float32(calib.cx_left)) / np.float32(calib.fx)
+    v = (np.arange(height, dtype=np.float32) - np.float32(calib.cy)) / np.float32(calib.fy)
     np.multiply(z, u[None, :], out=xyz[..., 0])
     np.multiply(z, v[:, None], out=xyz[..., 1])
     xyz[..., 2] = z
-    return xyz, ok
+    return (xyz if out is None else out[..., :3]), ok
 
 
 def valid_window(valid: np.ndarray) -> Tuple[int, int, int, int]:

@@ -64,7 +64,9 @@ def image_to_array(msg) -> np.ndarray:
         flat = np.concatenate([flat, np.zeros(step * height - flat.size, np.uint8)])
     rows = flat.reshape(height, step)[:, :row]
     dtype = np.dtype(f"{'>' if msg.is_bigendian else '<'}{kind}{depth}")
-    arr = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
+    if step != row or depth > 1:
+        rows = np.ascontiguousarray(rows)     # views need contiguous rows; 8-bit dense data is used as is
+    arr = rows.view(dtype).reshape(height, width, channels)
     arr = arr.astype(dtype.newbyteorder("="), copy=False)
     return arr[..., 0] if channels == 1 else arr
 
@@ -81,10 +83,13 @@ def image_to_rgb8(msg) -> np.ndarray:
         arr = np.where(finite, (arr - lo) / max(hi - lo, 1e-12) * 255, 0)
     elif depth == 2:
         arr = arr >> 8
-    arr = arr.astype(np.uint8)
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.uint8)
     if channels == 1:
         return np.repeat(arr[..., None], 3, axis=2)
-    return np.ascontiguousarray(arr[..., list(order)])
+    if tuple(order) == (0, 1, 2):
+        return np.ascontiguousarray(arr[..., :3])
+    return np.ascontiguousarray(arr[..., 2::-1])
 
 
 def compressed_to_rgb8(msg) -> np.ndarray:

@@ -3,18 +3,19 @@
 - rclpy's generated classes (the live node),
 - rosbags' typestore dataclasses (bag replay without a ROS install).
 
-Both take every field as a keyword; they differ only in how a uint8[] blob is given, which
-`MessageTypes.blob` hides.
+Both take every field as a keyword; they differ only in how a uint8[] field is held (array.array
+for rclpy, a numpy array for rosbags), which `MessageTypes.buffer` hides: it allocates the field's
+storage and a numpy view of it, so large payloads are written once, in place.
 """
 from __future__ import annotations
 
 import array
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .geometry import StereoCalibration, pack_rgb, valid_window
+from .geometry import StereoCalibration, pack_rgb, point_cloud_xyz, valid_window
 
 # PointField datatype codes (sensor_msgs/PointField)
 FLOAT32 = 7
@@ -33,7 +34,24 @@ class MessageTypes:
     DiagnosticStatus: Any
     KeyValue: Any
     CameraInfo: Any
-    blob: Callable[[np.ndarray], Any]
+    buffer: Callable[[int], Tuple[Any, np.ndarray]]    # nbytes -> (field value, writable uint8 view)
+
+    def with_data(self, cls, value, **fields):
+        """cls(**fields) with its uint8[] `data` set afterwards: rclpy's constructor would copy the
+        buffer element by element (array.array('B', data)); the attribute setter takes it as is."""
+        msg = cls(data=self.buffer(0)[0], **fields)
+        if isinstance(value, array.array) and hasattr(msg, "_data"):
+            # rclpy's setter copies (array.array('B', value)) unless field checks are on: hand the
+            # buffer over as the message's own storage instead
+            msg._data = value
+        else:
+            msg.data = value
+        return msg
+
+    def blob(self, a: np.ndarray):
+        value, view = self.buffer(a.nbytes)
+        view[:] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+        return value
 
 
 def rclpy_types() -> MessageTypes:
@@ -43,13 +61,12 @@ def rclpy_types() -> MessageTypes:
     from std_msgs.msg import Header
     from stereo_msgs.msg import DisparityImage
 
-    def blob(a: np.ndarray):
-        out = array.array("B")
-        out.frombytes(np.ascontiguousarray(a).tobytes())
-        return out
+    def buffer(nbytes: int):
+        out = array.array("B", b"\0") * nbytes        # rclpy takes array('B') without a per-element check
+        return out, np.frombuffer(out, np.uint8)
 
     return MessageTypes(Header, Time, Image, DisparityImage, RegionOfInterest, PointCloud2, PointField,
-                        DiagnosticArray, DiagnosticStatus, KeyValue, CameraInfo, blob)
+                        DiagnosticArray, DiagnosticStatus, KeyValue, CameraInfo, buffer)
 
 
 def rosbags_types(typestore=None) -> MessageTypes:
@@ -61,7 +78,7 @@ def rosbags_types(typestore=None) -> MessageTypes:
                         t["sensor_msgs/msg/PointCloud2"], t["sensor_msgs/msg/PointField"],
                         t["diagnostic_msgs/msg/DiagnosticArray"], t["diagnostic_msgs/msg/DiagnosticStatus"],
                         t["diagnostic_msgs/msg/KeyValue"], t["sensor_msgs/msg/CameraInfo"],
-                        lambda a: np.frombuffer(np.ascontiguousarray(a).tobytes(), np.uint8))
+                        lambda n: (lambda a: (a, a))(np.empty(n, np.uint8)))
 
 
 def header(types: MessageTypes, sec: int, nanosec: int, frame_id: str):
@@ -71,18 +88,23 @@ def header(types: MessageTypes, sec: int, nanosec: int, frame_id: str):
 def image_msg(types: MessageTypes, hdr, array_: np.ndarray, encoding: str):
     a = np.ascontiguousarray(array_)
     height, width = a.shape[:2]
-    return types.Image(header=hdr, height=height, width=width, encoding=encoding, is_bigendian=0,
-                       step=a.strides[0], data=types.blob(a))
+    return types.with_data(types.Image, types.blob(a), header=hdr, height=height, width=width, encoding=encoding,
+                           is_bigendian=0, step=a.strides[0])
 
 
 def disparity_msg(types: MessageTypes, hdr, d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *,
                   min_disparity: float, max_disparity: float, delta_d: float):
     """DisparityImage: 32FC1, invalid pixels set below min_disparity (stereo_image_proc's rule)."""
-    invalid_value = min_disparity - 1.0
-    img = np.where(valid, d_ros, invalid_value).astype(np.float32)
+    height, width = d_ros.shape
+    value, view = types.buffer(height * width * 4)
+    img = view.view(np.float32).reshape(height, width)
+    np.copyto(img, d_ros)
+    img[~valid] = min_disparity - 1.0
     x, y, w, h = valid_window(valid)
     roi = types.RegionOfInterest(x_offset=x, y_offset=y, height=h, width=w, do_rectify=False)
-    return types.DisparityImage(header=hdr, image=image_msg(types, hdr, img, "32FC1"), f=float(calib.fx),
+    image = types.with_data(types.Image, value, header=hdr, height=height, width=width, encoding="32FC1",
+                            is_bigendian=0, step=width * 4)
+    return types.DisparityImage(header=hdr, image=image, f=float(calib.fx),
                                 t=float(calib.baseline), valid_window=roi, min_disparity=float(min_disparity),
                                 max_disparity=float(max_disparity), delta_d=float(delta_d))
 
@@ -101,17 +123,23 @@ def pointcloud_fields(types: MessageTypes, *, use_color: bool, avoid_padding: bo
     return fields, step
 
 
-def pointcloud_msg(types: MessageTypes, hdr, xyz: np.ndarray, rgb: Optional[np.ndarray], *, avoid_padding: bool):
-    """Organized H x W cloud, is_dense false, NaN for invalid points."""
-    height, width = xyz.shape[:2]
+def pointcloud_msg(types: MessageTypes, hdr, d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration,
+                   rgb: Optional[np.ndarray], *, avoid_padding: bool, min_depth: float = 0.0, max_depth: float = 0.0):
+    """Organized H x W cloud, is_dense false, NaN for invalid points; points written in place."""
+    height, width = d_ros.shape
     use_color = rgb is not None
     fields, step = pointcloud_fields(types, use_color=use_color, avoid_padding=avoid_padding)
-    buf = np.zeros((height, width, step // 4), np.float32)
-    buf[..., :3] = xyz
+    value, view = types.buffer(height * width * step)
+    pts = view.view(np.float32).reshape(height, width, step // 4)
+    point_cloud_xyz(d_ros, valid, calib, min_depth=min_depth, max_depth=max_depth, out=pts)
     if use_color:
-        buf[..., (12 if avoid_padding else 16) // 4] = pack_rgb(rgb)
-    return types.PointCloud2(header=hdr, height=height, width=width, fields=fields, is_bigendian=False,
-                             point_step=step, row_step=step * width, data=types.blob(buf), is_dense=False)
+        pts[..., (12 if avoid_padding else 16) // 4] = pack_rgb(rgb)
+    if step // 4 > (4 if use_color else 3):          # padding words: zero, not leftover bytes
+        pts[..., 3] = 0
+        if use_color:
+            pts[..., 5:] = 0
+    return types.with_data(types.PointCloud2, value, header=hdr, height=height, width=width, fields=fields,
+                           is_bigendian=False, point_step=step, row_step=step * width, is_dense=False)
 
 
 def camera_info_msg(types: MessageTypes, hdr, *, width: int, height: int, fx: float, fy: float, cx: float,

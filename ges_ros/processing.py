@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from .geometry import CalibrationError, StereoCalibration, colorize, point_cloud_xyz, to_ros_disparity
+from .geometry import CalibrationError, StereoCalibration, colorize, to_ros_disparity
 from .image_codec import ImageError, to_rgb8
 from .messages import MessageTypes, disparity_msg, header, image_msg, pointcloud_msg
 
@@ -164,8 +164,9 @@ class StereoProcessor:
         conf = image_msg(t, hdr, pred.confidence, "32FC1")
         points = None
         if want_points:
-            xyz, _ = point_cloud_xyz(d_ros, valid, calib, min_depth=p.min_depth, max_depth=p.max_depth)
-            points = pointcloud_msg(t, hdr, xyz, left if p.use_color else None, avoid_padding=p.avoid_point_cloud_padding)
+            points = pointcloud_msg(t, hdr, d_ros, valid, calib, left if p.use_color else None,
+                                    avoid_padding=p.avoid_point_cloud_padding, min_depth=p.min_depth,
+                                    max_depth=p.max_depth)
         color = image_msg(t, hdr, colorize(d_ros, valid), "bgr8") if want_color else None
         t_end = time.perf_counter()
         timings = dict(pred.timings_ms)

@@ -61,11 +61,16 @@ def test_valid_window_never_underflows():
                                                       (False, False, 16)])
 def test_cloud_layout_as_stereo_image_proc(avoid_padding, color, step):
     t = rosbags_types()
-    xyz = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 3, 3)
+    c = calib(doffs=0.0)
+    d = np.arange(1, 7, dtype=np.float32).reshape(2, 3)
+    valid = np.ones((2, 3), bool)
+    valid[0, 0] = False
     rgb = np.full((2, 3, 3), 7, np.uint8) if color else None
-    msg = pointcloud_msg(t, header(t, 0, 0, "f"), xyz, rgb, avoid_padding=avoid_padding)
+    msg = pointcloud_msg(t, header(t, 0, 0, "f"), d, valid, c, rgb, avoid_padding=avoid_padding)
     assert msg.point_step == step and msg.row_step == 3 * step and not msg.is_dense
     f = unpack_cloud(msg)
+    xyz, _ = point_cloud_xyz(d, valid, c)
     np.testing.assert_array_equal(f["z"], xyz[..., 2])
+    assert np.isnan(f["x"][0, 0])
     if color:
         assert f["rgb"].view(np.uint32)[0, 0] == 0x070707
