@@ -125,3 +125,11 @@ def test_node_entry_point_starts_and_stops(tiny_weights):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+@pytest.mark.parametrize("name", ["procedural_cpu", "sceneflow", "carla", "argoverse_finetune"])
+def test_training_configs_parse(name):
+    from ges_core.train import TrainConfig
+    cfg = TrainConfig.load(str(ROOT / "config" / "train" / f"{name}.yaml"))
+    model_cfg = cfg.model_config()
+    assert cfg.steps > 0 and model_cfg.max_disp in (192, 384)
