@@ -176,6 +176,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_solver(args: argparse.Namespace) -> int:
+    import yaml
+    from .deq.hyper import train_solver_from_config
+    try:
+        cfg = yaml.safe_load(Path(args.config).read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"solver config not found: {args.config}") from None
+    if args.steps is not None:
+        cfg["steps"] = args.steps
+    if args.output:
+        cfg["output"] = args.output
+    out = train_solver_from_config(args.weights, cfg, progress=not args.no_progress)
+    print(f"weights with the trained hyper-Anderson solver: {out}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ replay / play
 def load_node_params(path: Optional[str]) -> dict:
     """A ROS 2 parameter file (`/**:` or `<node>:` -> `ros__parameters:`) -> flat dict."""
@@ -267,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="override the run directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("train-solver", help="train the hyper-Anderson solver with the GES weights frozen")
+    p.add_argument("--weights", default="default")
+    p.add_argument("--config", required=True, help="e.g. config/train/solver.yaml")
+    p.add_argument("--steps", type=int)
+    p.add_argument("-o", "--output", help="weights file to write (GES weights + solver)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train_solver)
 
     p = sub.add_parser("export-weights", help="training checkpoint -> safetensors weights (config in metadata)")
     p.add_argument("checkpoint")

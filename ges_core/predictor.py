@@ -143,18 +143,19 @@ def load_predictor(weights: Union[str, "os.PathLike"] = "default", *, device: st
     if str(weights).lower().endswith(".onnx"):
         from .export import OnnxPredictor
         return OnnxPredictor(str(resolve_weights(weights)))
-    config, tensors, _meta = load_weights(weights)
+    config, tensors, meta = load_weights(weights)
     if config_overrides:
         config = GESConfig.from_dict({**config.__dict__, **config_overrides})
     model = build_model(config)
     missing, unexpected = model.load_state_dict(model_state(tensors), strict=False)
+    unexpected = [k for k in unexpected if not k.startswith("hyper_solver.")]
     if missing or unexpected:
         raise ValueError(f"{resolve_weights(weights)}: weights do not fit the stored config "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     solver = solver or config.solver
     if solver == "hyper_anderson":
         from .deq.hyper import attach_hyper_solver
-        if not attach_hyper_solver(model, tensors):
+        if not attach_hyper_solver(model, tensors, meta):
             warnings.warn(f"{resolve_weights(weights)} holds no trained hyper-Anderson solver; using 'anderson'")
             solver = "anderson"
     from .deq.solvers import SOLVERS

@@ -130,8 +130,11 @@ class StereoNode(Node):
             return
         values = self._param_values()
         self.processor.params = ProcessingParams.from_dict(values)
-        if hasattr(self.predictor, "solver"):
-            self.predictor.solver = values["solver"]
+        solver = values["solver"]
+        if solver == "hyper_anderson" and getattr(getattr(self.predictor, "model", None), "hyper_solver", None) is None:
+            solver = "anderson"           # no trained hyper-solver loaded: load_predictor fell back already
+        if hasattr(self.predictor, "solver") and not getattr(self.predictor, "iters_fixed", False):
+            self.predictor.solver = solver
         if values["qos_reliability"] != "auto":
             self._resubscribe_if_needed()
 

@@ -78,7 +78,6 @@ def anderson(func: Func, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0, s
     The mixing weights solve a small bordered least-squares system, always in float32 (it is
     ill-conditioned in half precision).
     """
-    batch = z0.shape[0]
     dtype = z0.dtype
     x_hist: List[torch.Tensor] = []   # iterates x_k, flat float32
     f_hist: List[torch.Tensor] = []   # f(x_k)
@@ -105,22 +104,28 @@ def anderson(func: Func, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0, s
             continue
         X = torch.stack(x_hist, dim=1)                    # (B, n, N)
         F = torch.stack(f_hist, dim=1)
-        G = F - X
-        # minimise |sum_i alpha_i g_i| s.t. sum_i alpha_i = 1, via the bordered normal equations
-        H = torch.zeros(batch, n + 1, n + 1, device=x.device)
-        H[:, 0, 1:] = 1
-        H[:, 1:, 0] = 1
-        GG = G @ G.transpose(1, 2)
-        # Tikhonov term relative to the residuals' size, so it stays negligible as they shrink
-        reg = lam * GG.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)
-        H[:, 1:, 1:] = GG + reg.view(-1, 1, 1) * torch.eye(n, device=x.device)
-        rhs = torch.zeros(batch, n + 1, 1, device=x.device)
-        rhs[:, 0] = 1
-        alpha = torch.linalg.solve(H, rhs)[:, 1:, 0]      # (B, n)
+        alpha = anderson_alpha(F - X, lam=lam)            # (B, n)
         x = beta * (alpha.unsqueeze(1) @ F)[:, 0] + (1 - beta) * (alpha.unsqueeze(1) @ X)[:, 0]
         if not _finite(x):   # singular history: restart from the newest f-value
             x_hist, f_hist, x = [], [], f_hist[-1]
     return (best.z if best.z is not None else z0), info
+
+
+def anderson_alpha(G: torch.Tensor, *, lam: float = 1e-4) -> torch.Tensor:
+    """Residual history G (B, n, N) -> the weights (B, n) minimising |sum_i alpha_i g_i| subject to
+    sum_i alpha_i = 1, from the bordered normal equations (float32)."""
+    batch, n, _ = G.shape
+    G = G.float()
+    H = torch.zeros(batch, n + 1, n + 1, device=G.device)
+    H[:, 0, 1:] = 1
+    H[:, 1:, 0] = 1
+    GG = G @ G.transpose(1, 2)
+    # Tikhonov term relative to the residuals' size, so it stays negligible as they shrink
+    reg = lam * GG.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)
+    H[:, 1:, 1:] = GG + reg.view(-1, 1, 1) * torch.eye(n, device=G.device)
+    rhs = torch.zeros(batch, n + 1, 1, device=G.device)
+    rhs[:, 0] = 1
+    return torch.linalg.solve(H, rhs)[:, 1:, 0]
 
 
 SOLVERS: Dict[str, Callable[..., Tuple[torch.Tensor, SolverInfo]]] = {

@@ -116,7 +116,8 @@ class GES(nn.Module):
         if name == "hyper_anderson":
             if self.hyper_solver is None:
                 raise ValueError("solver 'hyper_anderson' needs trained solver weights; none are loaded")
-            return self.hyper_solver.solve(func, z0, enc=enc, max_iter=iters, tol=tol, stop=stop, use_init=init is None)
+            return self.hyper_solver.solve(func, z0, enc=enc, unpack=lambda z: self.unpack(z, enc), pack=self.pack,
+                                           max_iter=iters, tol=tol, stop=stop, use_init=init is None)
         opts = {"m": cfg.anderson_m, "beta": cfg.anderson_beta} if name == "anderson" else {}
         return get_solver(name)(func, z0, max_iter=iters, tol=tol, stop=stop, **opts)
 
