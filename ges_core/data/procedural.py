@@ -64,6 +64,8 @@ def _noise(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         total += amp
         amp *= rng.uniform(0.45, 0.75)
         scale *= 2
+    if total == 0:          # a patch smaller than the coarsest octave: plain noise
+        return rng.random((h, w)).astype(np.float32)
     return np.clip(out / total, 0, 1)
 
 
