@@ -176,13 +176,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_report(args: argparse.Namespace) -> int:
+    from .train import training_report
+    s = training_report(args.run, args.png)
+    print(f"{s['steps']} steps in {s['hours']:.2f} h; final loss {s['final_loss']:.3f}, training EPE "
+          f"{s['final_train_epe']:.2f}")
+    for step, epe, bad2 in s["evals"]:
+        print(f"  step {step}: held-out EPE {epe:.2f} px, bad-2 {bad2:.1f} %")
+    return 0
+
+
 def _cmd_train_solver(args: argparse.Namespace) -> int:
-    import yaml
+    from .config import read_yaml
     from .deq.hyper import train_solver_from_config
-    try:
-        cfg = yaml.safe_load(Path(args.config).read_text()) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"solver config not found: {args.config}") from None
+    cfg = read_yaml(args.config, "solver config")
     if args.steps is not None:
         cfg["steps"] = args.steps
     if args.output:
@@ -195,15 +202,10 @@ def _cmd_train_solver(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ replay / play
 def load_node_params(path: Optional[str]) -> dict:
     """A ROS 2 parameter file (`/**:` or `<node>:` -> `ros__parameters:`) -> flat dict."""
-    import yaml
+    from .config import read_yaml
     if not path:
         return {}
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"parameter file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML ({exc})") from None
+    raw = read_yaml(path, "parameter file")
     for value in raw.values():
         if isinstance(value, dict) and "ros__parameters" in value:
             return dict(value["ros__parameters"])
@@ -283,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="override the run directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("train-report", help="summarise and plot a run's metrics.jsonl")
+    p.add_argument("run", help="run directory, e.g. runs/procedural_cpu")
+    p.add_argument("--png", help="write the loss/EPE curves here")
+    p.set_defaults(func=_cmd_train_report)
 
     p = sub.add_parser("train-solver", help="train the hyper-Anderson solver with the GES weights frozen")
     p.add_argument("--weights", default="default")

@@ -66,8 +66,25 @@ class GESConfig:
         return cls.from_dict(json.loads(s))
 
 
+def read_yaml(path: str, what: str) -> Dict[str, Any]:
+    """A YAML mapping from a file; errors name the file and what it was meant to be."""
+    import yaml
+    from pathlib import Path
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML ({exc})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of options, got {type(raw).__name__}")
+    return raw
+
+
 def _small() -> GESConfig:
-    # Sized for a 2-core CPU: ~0.4M parameters, trainable here in hours.
+    # Sized for a 2-core CPU: 0.68M parameters, trainable here in hours.
     return GESConfig()
 
 

@@ -20,9 +20,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
-import yaml
 
-from .config import GESConfig
+from .config import GESConfig, read_yaml
 from .data.augment import AugmentConfig
 from .data.datasets import ProceduralDataset, build_dataset
 from .data.procedural import ProceduralConfig
@@ -58,12 +57,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str, overrides: Optional[Dict[str, Any]] = None) -> "TrainConfig":
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"training config not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: invalid YAML ({exc})") from None
+        raw = read_yaml(path, "training config")
         raw.update(overrides or {})
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - names)
@@ -371,3 +365,45 @@ def _progress(total: int, initial: int, enabled: bool):
 def _warn(msg: str) -> None:
     import sys
     print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def training_report(run_dir: str, png: Optional[str] = None) -> Dict[str, Any]:
+    """Summarise a run's metrics.jsonl (steps, wall time, losses, held-out EPE) and plot its curves."""
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    train = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    if not train:
+        raise ValueError(f"{run_dir}/metrics.jsonl has no training rows")
+    # wall time: sum of gaps between log lines, ignoring pauses between sittings (> 10 min)
+    times = [r["time"] for r in train]
+    hours = sum(b - a for a, b in zip(times, times[1:]) if b - a < 600) / 3600
+    summary = {"steps": train[-1]["step"], "hours": hours, "final_loss": train[-1]["loss"],
+               "final_train_epe": train[-1]["epe"], "evals": [(e["step"], e["heldout_epe"], e["heldout_bad2"]) for e in evals]}
+    if png:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+        steps = [r["step"] for r in train]
+        ax[0].plot(steps, [r["loss"] for r in train], lw=0.8, label="training loss")
+        ax[0].plot(steps, [r["epe"] for r in train], lw=0.8, label="training EPE (px)")
+        ax[0].set_yscale("log")
+        ax[0].set_xlabel("step")
+        ax[0].legend()
+        ax[0].grid(alpha=0.3)
+        if evals:
+            es = [e["step"] for e in evals]
+            ax[1].plot(es, [e["heldout_epe"] for e in evals], marker="o", label="held-out EPE (final)")
+            ax[1].plot(es, [e["heldout_init_epe"] for e in evals], marker="o", label="held-out EPE (volumetric init)")
+            ax2 = ax[1].twinx()
+            ax2.plot(es, [e["heldout_bad2"] for e in evals], marker="s", color="gray", label="held-out bad-2 %")
+            ax2.set_ylabel("bad-2 %")
+            ax[1].set_xlabel("step")
+            ax[1].set_ylabel("EPE (px)")
+            ax[1].legend(loc="upper right")
+            ax[1].grid(alpha=0.3)
+        fig.suptitle(f"{run_dir}: {summary['steps']} steps, {hours:.2f} h")
+        fig.tight_layout()
+        fig.savefig(png, dpi=100)
+        plt.close(fig)
+    return summary
