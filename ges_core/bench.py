@@ -45,7 +45,7 @@ def machine_line() -> str:
 def write_section(doc: Path, name: str, body: str) -> None:
     """Replace (or append) the section between <!-- bench:NAME --> markers."""
     doc.parent.mkdir(parents=True, exist_ok=True)
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEvery number here was written by `ges bench MODE`.\n"
+    text = doc.read_text() if doc.exists() else f"# {doc.stem.title()}\n\nEvery number here was written by `ges bench MODE`.\n"
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = f"{start}\n{body.rstrip()}\n{end}"
     if start in text and end in text:
@@ -347,6 +347,43 @@ def bench_flops(args) -> str:
     return "\n".join(body)
 
 
+# ------------------------------------------------------------------------------ accuracy
+def bench_accuracy(args) -> str:
+    """GES beside SGBM on real scenes (the shared evaluation folder and the motorcycle pair), and EPE vs iterations."""
+    from . import load_predictor
+    from .data.datasets import MotorcycleDataset, build_dataset
+    from .evaluate import evaluate, format_table, mean_row
+    pred = load_predictor(args.weights, device=args.device)
+    sets = [("motorcycle (scikit-image, Middlebury 2014, quarter size)", MotorcycleDataset())]
+    if args.data and Path(args.data).is_dir():
+        sets.insert(0, (f"scene folders of {args.data}", build_dataset("folder", args.data)))
+    body = ["## accuracy — shipped weights beside OpenCV SGBM on real scenes", "",
+            f"{machine_line()}; weights {args.weights} (solver {pred.solver}, {pred.config.iters} iterations, the node's "
+            "default); SGBM: OpenCV StereoSGBM 3-way, block 5, P1/P2 = 8/32 x block^2, uniqueness 10, speckle 100/2, "
+            "searching up to the scene's largest true disparity (an oracle range, SGBM's best case) with holes filled "
+            "from the background side. Metrics over all pixels with ground truth; ratio = GES / SGBM.", ""]
+    for title, ds in sets:
+        rows = evaluate(ds, pred, baseline="sgbm", progress=False)
+        body += [f"### {title}", "", format_table(rows, baseline=True), ""]
+        m = mean_row(rows)
+        print(f"accuracy {title}: GES EPE {m['ges_epe']:.2f} bad-2 {m['ges_bad2']:.1f} | SGBM EPE {m['sgbm_epe']:.2f} "
+              f"bad-2 {m['sgbm_bad2']:.1f}", flush=True)
+    # EPE vs iterations on every scene
+    all_ds = [ds for _, ds in sets]
+    rows = []
+    for iters in args.iters_list:
+        epe, bad2 = [], []
+        for ds in all_ds:
+            for r in evaluate(ds, pred, iters=iters, progress=False):
+                epe.append(r["ges_epe"])
+                bad2.append(r["ges_bad2"])
+        rows.append([iters, f"{np.mean(epe):.3f}", f"{np.mean(bad2):.2f}"])
+    body += ["### EPE vs solver iterations (mean over all scenes above)", "",
+             md_table(["iterations", "mean EPE (px)", "mean bad-2 (%)"], rows), "",
+             f"`ges bench accuracy --data {args.data}`"]
+    return "\n".join(body)
+
+
 # ------------------------------------------------------------------------------ soak
 def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
@@ -426,8 +463,8 @@ def bench_soak(args) -> str:
 
 
 MODES = {"memory": bench_memory, "latency": bench_latency, "convergence": bench_convergence, "node": bench_node,
-         "flops": bench_flops, "soak": bench_soak}
-DOC_OF = {"soak": "RELIABILITY.md"}
+         "flops": bench_flops, "soak": bench_soak, "accuracy": bench_accuracy}
+DOC_OF = {"soak": "RELIABILITY.md", "accuracy": "ACCURACY.md"}
 
 
 def _sizes(text: str) -> List[Tuple[int, int]]:
@@ -452,17 +489,20 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--node-size", type=lambda s: _sizes(s)[0], default=(1200, 1920))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--weights", default="default")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "stereo"),
+                   help="accuracy: scene folders with ground truth")
     p.add_argument("--pairs", type=int, default=2000, help="soak: pairs to publish")
     p.add_argument("--rate", type=float, default=100.0, help="soak: publishing rate (Hz)")
     p.set_defaults(func=run_bench)
 
 
 def run_bench(args) -> int:
-    modes = [m for m in MODES if m != "soak"] if args.mode == "all" else [args.mode]
+    modes = [m for m in MODES if m not in ("soak", "accuracy")] if args.mode == "all" else [args.mode]
     for mode in modes:
         a = argparse.Namespace(**vars(args))
         if a.iters_list is None:
-            a.iters_list = {"memory": [1, 2, 4, 8, 16, 32], "convergence": list(range(1, 17))}.get(mode, [1, 2, 4, 8])
+            a.iters_list = {"memory": [1, 2, 4, 8, 16, 32], "convergence": list(range(1, 17)),
+                            "accuracy": [1, 2, 4, 8, 16]}.get(mode, [1, 2, 4, 8])
         body = MODES[mode](a)
         doc = args.docs / DOC_OF.get(mode, "BENCHMARKS.md")
         write_section(doc, mode, body)

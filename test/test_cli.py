@@ -91,11 +91,13 @@ def test_export_onnx_matches_pytorch(tmp_path, tiny_weights):
     ("convergence", ["--iters-list", "1,2"]),
     ("node", ["--node-size", "60x80", "--repeats", "1"]),
     ("flops", ["--presets", "tiny", "--sizes", "32x64"]),
+    ("accuracy", ["--iters-list", "1", "--data", "/nonexistent"]),
 ])
 def test_bench_modes_write_their_tables(tmp_path, tiny_weights, mode, extra):
     run("bench", mode, "--docs", tmp_path, "--weights", tiny_weights, *extra)
-    text = (tmp_path / "BENCHMARKS.md").read_text()
+    doc = tmp_path / ("ACCURACY.md" if mode == "accuracy" else "BENCHMARKS.md")
+    text = doc.read_text()
     assert f"<!-- bench:{mode} -->" in text and f"<!-- /bench:{mode} -->" in text
     assert "torch" in text and "threads" in text and "|---|" in text
     run("bench", mode, "--docs", tmp_path, "--weights", tiny_weights, *extra)      # rerun replaces in place
-    assert (tmp_path / "BENCHMARKS.md").read_text().count(f"<!-- bench:{mode} -->") == 1
+    assert doc.read_text().count(f"<!-- bench:{mode} -->") == 1
