@@ -157,7 +157,11 @@ class Trainer:
         self.cfg = cfg
         self.progress = progress
         self.rank, self.world = _init_distributed()
-        self.device = pick_device(cfg.device) if self.world == 1 else torch.device(f"cuda:{self.rank}")
+        if self.world == 1:
+            self.device = pick_device(cfg.device)
+        else:   # torchrun: one GPU per process, or CPU processes over gloo
+            local = int(os.environ.get("LOCAL_RANK", self.rank))
+            self.device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
         torch.manual_seed(cfg.seed)
         self.model_cfg = cfg.model_config()
         self.model = build_model(self.model_cfg).to(self.device)
@@ -232,7 +236,8 @@ class Trainer:
         last = cfg.steps if until is None else min(until, cfg.steps)
         model = self.model
         if self.world > 1:
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[self.rank])
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         model.train()
         old_handlers = self._handle_signals()
         writer = _tensorboard(self.out) if self.rank == 0 else None
@@ -345,7 +350,7 @@ def _init_distributed():
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = dist.get_rank()
     if torch.cuda.is_available():
-        torch.cuda.set_device(rank % torch.cuda.device_count())
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
     return rank, world
 
 

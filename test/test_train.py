@@ -136,3 +136,17 @@ def test_config_errors(tmp_path):
     p.write_text("stepz: 3\n")
     with pytest.raises(ValueError, match="stepz"):
         TrainConfig.load(str(p))
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    """The same command under torchrun: DistributedDataParallel over gloo, each rank its own samples."""
+    import shutil
+    torchrun = Path(sys.executable).parent / "torchrun"
+    assert torchrun.exists()
+    path = cfg_file(tmp_path, steps=2, checkpoint_every=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "ges_core.cli", "train",
+                        "--config", path, "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    state = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))
+    assert state["step"] == 2 and not any(k.startswith("module.") for k in state["model"])
