@@ -110,6 +110,9 @@ class StereoNode(Node):
         solver = self.get_parameter("solver").value
         return load_predictor(weights, device=device, solver=solver)
 
+    def _has_hyper_solver(self) -> bool:
+        return getattr(getattr(self.predictor, "model", None), "hyper_solver", None) is not None
+
     def _validate_params(self, params) -> SetParametersResult:
         for prm in params:
             try:
@@ -120,7 +123,7 @@ class StereoNode(Node):
                 return SetParametersResult(successful=False,
                                            reason=f"{prm.name} must be one of {list(spec.choices)}, got {prm.value!r}")
             if prm.name == "solver" and hasattr(self, "predictor"):
-                if prm.value == "hyper_anderson" and getattr(self.predictor.model, "hyper_solver", None) is None:
+                if prm.value == "hyper_anderson" and not self._has_hyper_solver():
                     return SetParametersResult(successful=False,
                                                reason="hyper_anderson needs trained solver weights; none are loaded")
         return SetParametersResult(successful=True)
@@ -131,7 +134,7 @@ class StereoNode(Node):
         values = self._param_values()
         self.processor.params = ProcessingParams.from_dict(values)
         solver = values["solver"]
-        if solver == "hyper_anderson" and getattr(getattr(self.predictor, "model", None), "hyper_solver", None) is None:
+        if solver == "hyper_anderson" and not self._has_hyper_solver():
             solver = "anderson"           # no trained hyper-solver loaded: load_predictor fell back already
         if hasattr(self.predictor, "solver") and not getattr(self.predictor, "iters_fixed", False):
             self.predictor.solver = solver
