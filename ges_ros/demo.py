@@ -129,7 +129,7 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
         sent = play(peer, str(in_bag), rate=1.0, reliable=True, wait_for_subscribers=20.0)
         t_play = time.monotonic() - t0
         end = time.monotonic() + timeout_s
-        while time.monotonic() < end and recorder.counts[f"{NS}/disparity"] < frames:
+        while time.monotonic() < end and min(recorder.counts.values()) < frames:
             time.sleep(0.1)
     finally:
         node_rc = node_proc.stop()
