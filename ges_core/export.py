@@ -43,6 +43,11 @@ def export(model: GES, path: str, *, fmt: str, height: int, width: int, iters: i
             torch.onnx.export(wrapper, example, path, input_names=["left", "right"],
                               output_names=["disparity", "confidence"], opset_version=opset,
                               dynamic_axes=axes, dynamo=False)
+            import onnx
+            proto = onnx.load(path)
+            for key, value in (("ges_iters", str(iters)), ("ges_config", model.config.to_json())):
+                proto.metadata_props.add(key=key, value=value)
+            onnx.save(proto, path)
         else:
             raise ValueError(f"unknown export format {fmt!r}; valid: ['onnx', 'torchscript']")
 
@@ -74,16 +79,18 @@ class OnnxPredictor:
         shape = self.session.get_inputs()[0].shape
         self.fixed_size = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
         from .config import GESConfig
-        self.config = GESConfig()
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.config = GESConfig.from_json(meta["ges_config"]) if "ges_config" in meta else GESConfig()
+        self.iters = int(meta.get("ges_iters", -1))
         self.solver = "fixed_point (unrolled)"
         self.device = "onnxruntime"
         self.iters_fixed = True
 
     def predict(self, left: np.ndarray, right: np.ndarray, iters=None, budget_ms=None, init=None, scale: float = 1.0):
         import cv2
-        from .predictor import Prediction, _to_tensor
+        from .predictor import Prediction, _as_rgb
         t0 = time.perf_counter()
-        l, r = _to_tensor(left, "left"), _to_tensor(right, "right")
+        l, r = _as_rgb(left, "left"), _as_rgb(right, "right")
         if l.shape != r.shape:
             raise ValueError(f"left and right sizes differ: {l.shape[1]}x{l.shape[0]} vs {r.shape[1]}x{r.shape[0]}")
         height, width = l.shape[:2]
@@ -98,7 +105,7 @@ class OnnxPredictor:
             factor = width / disp.shape[1]
             disp = cv2.resize(disp, (width, height), interpolation=cv2.INTER_LINEAR) * factor
             conf = cv2.resize(conf, (width, height), interpolation=cv2.INTER_LINEAR)
-        valid = np.isfinite(disp) & (disp > 0)
+        valid = np.isfinite(disp) & (disp > 0) & (disp < self.config.max_disp)
         ms = (time.perf_counter() - t0) * 1e3
         return Prediction(np.nan_to_num(disp).astype(np.float32), valid, np.clip(conf, 0, 1).astype(np.float32),
-                          -1, float("nan"), [], {"total": ms}, None, False)
+                          self.iters, float("nan"), [], {"total": ms, "network": ms}, None, False)

@@ -32,7 +32,7 @@ class Prediction:
     fallback: bool = False           # the solver diverged: the volumetric disparity was used
 
 
-def _to_tensor(img: np.ndarray, name: str) -> np.ndarray:
+def _as_rgb(img: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(img)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
@@ -65,7 +65,7 @@ class Predictor:
         scale: run the network on a resized pair and bring the disparity back to the input size."""
         t_start = time.perf_counter()
         timings: Dict[str, float] = {}
-        left_a, right_a = _to_tensor(left, "left"), _to_tensor(right, "right")
+        left_a, right_a = _as_rgb(left, "left"), _as_rgb(right, "right")
         if left_a.shape != right_a.shape:
             raise ValueError(f"left and right sizes differ: left {left_a.shape[1]}x{left_a.shape[0]}, "
                              f"right {right_a.shape[1]}x{right_a.shape[0]} (WxH)")

@@ -79,7 +79,7 @@ def test_export_onnx_matches_pytorch(tmp_path, tiny_weights):
     pred = load_predictor(str(tmp_path / "m.onnx"))
     img = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
     out = pred.predict(img, img)
-    assert out.disparity.shape == (64, 96)
+    assert out.disparity.shape == (64, 96) and out.iters == 2 and pred.config.max_disp == 32
     run("export", "--format", "torchscript", "--height", "64", "--width", "96", "--iters", "1", "--weights",
         tiny_weights, "-o", tmp_path / "m.pt")
     assert (tmp_path / "m.pt").stat().st_size > 0
