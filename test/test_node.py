@@ -179,3 +179,18 @@ def test_inference_exception_is_reported_and_node_continues(oracle_harness):
     h.wait(lambda: h.node.drops["inference_error"] == 1, 20, "inference error counted")
     h.publish(pair(cam, left, right, 31))
     h.wait(lambda: h.count("disparity") == 1, 30, "next pair answered")
+
+
+def test_node_runs_an_exported_onnx_model(tmp_path, tiny_weights, motorcycle_small):
+    import warnings
+    from ges_core.export import export
+    left, right, gt, valid, cam = motorcycle_small
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export(load_predictor(str(tiny_weights)).model, str(tmp_path / "m.onnx"), fmt="onnx", height=64, width=96,
+               iters=2)
+    with Harness({"weights": str(tmp_path / "m.onnx")}) as h:
+        h.publish(pair(cam, left, right, 9))
+        h.wait(lambda: h.count("disparity"), 60, "disparity from the ONNX model")
+        d = h.received["disparity"][0]
+        assert (d.image.height, d.image.width) == gt.shape       # resized back to the input size
