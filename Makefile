@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ := 1073741824
 export MALLOC_TRIM_THRESHOLD_ := 1073741824
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench soak clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -24,10 +24,15 @@ demo: $(STAMP)
 	$(VPY) -m ges_ros.demo --out demo_out
 
 test: $(STAMP)
-	$(VPY) -m pytest test -q -ra -p no:cacheprovider
+	$(VPY) -m pytest -q -ra -p no:cacheprovider
 
 bench: $(STAMP)
 	$(VPY) -m ges_core.cli bench all
+
+# the long soak: 2000 pairs through the node (test marked slow) and its table in docs/RELIABILITY.md
+soak: $(STAMP)
+	$(VPY) -m pytest test -q -m slow -p no:cacheprovider
+	$(VPY) -m ges_core.cli bench soak
 
 clean:
 	rm -rf $(VENV) build install log demo_out *.egg-info

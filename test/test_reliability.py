@@ -128,3 +128,14 @@ def test_soak_short(tiny_weights):
     assert res["pairs_out"] >= 1 and res["pairs_out"] + res["superseded"] == res["pairs_in"]
     assert res["threads_end"] <= res["threads_start"] + 2
     assert res["rss_end_mb"] < res["rss_start_mb"] + 60
+
+
+@pytest.mark.slow
+def test_soak_2000_pairs(tiny_weights):
+    """The issue's soak: 2000 pairs above the node's throughput (run by `make soak`)."""
+    from ges_core.bench import soak
+    res = soak(str(tiny_weights), pairs=2000, rate_hz=100.0, size=(64, 96))
+    assert res["pairs_out"] + res["superseded"] == res["pairs_in"]
+    assert res["threads_end"] <= res["threads_start"] + 2
+    assert res["rss_end_mb"] < res["rss_start_mb"] + 100
+    assert res["latency_p95_ms"] < 2000
