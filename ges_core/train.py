@@ -317,6 +317,8 @@ class Trainer:
             for k, v in res.items():
                 if isinstance(v, float):
                     writer.add_scalar(f"heldout/{k}", v, self.step)
+            writer.add_image("heldout/disparity", disparity_preview(_unwrap(self.model), heldout_dataset(self.cfg)[0],
+                                                                    self.device), self.step, dataformats="HWC")
         self.model.train()
 
 
@@ -336,6 +338,23 @@ def evaluate_heldout(model, dataset, pairs: int, device: torch.device) -> Dict[s
     model.train(was_training)
     return {"heldout_epe": float(np.mean(epe)), "heldout_bad2": float(np.mean(bad2)),
             "heldout_init_epe": float(np.mean(init_epe))}
+
+
+@torch.no_grad()
+def disparity_preview(model, sample: Dict[str, Any], device: torch.device) -> np.ndarray:
+    """Left image | predicted | true disparity, one colour scale, as an (H, 3W, 3) uint8 RGB strip."""
+    import cv2
+    was_training = model.training
+    model.eval()
+    left, right, disp, valid = to_batch([sample], device)
+    pred = model(left, right).disparity[0, 0].cpu().numpy()
+    model.train(was_training)
+    gt = sample["disparity"]
+    hi = max(float(gt.max()), 1.0)
+
+    def color(d):
+        return cv2.applyColorMap((np.clip(d / hi, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+    return np.concatenate([sample["left"], color(pred), color(np.where(sample["valid"], gt, 0))], axis=1)
 
 
 def _unwrap(model):

@@ -150,3 +150,12 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     state = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))
     assert state["step"] == 2 and not any(k.startswith("module.") for k in state["model"])
+
+
+def test_disparity_preview_strip():
+    from ges_core import GESConfig, build_model
+    from ges_core.train import disparity_preview
+    model = build_model(GESConfig.preset("tiny"))
+    sample = heldout_dataset(TrainConfig(**{**TINY, "out_dir": "unused"}))[0]
+    strip = disparity_preview(model, sample, torch.device("cpu"))
+    assert strip.shape == (32, 3 * 64, 3) and strip.dtype.name == "uint8"
