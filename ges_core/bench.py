@@ -186,12 +186,22 @@ def bench_latency(args) -> str:
     from .config import GESConfig
     from .model.ges import build_model
     import dataclasses
+    from torch.utils.flop_counter import FlopCounterMode
     rows = []
     device = torch.device(args.device)
     for preset in args.presets:
         cfg = dataclasses.replace(GESConfig.preset(preset), solver="fixed_point", tol=0.0)
         model = build_model(cfg).to(device).eval()
+        meta_model = build_model(cfg).eval().to("meta")
         for (h, w) in args.sizes:
+            if args.limit_gflop > 0:
+                with torch.no_grad(), FlopCounterMode(display=False) as fc:
+                    meta_model.encode(torch.zeros(1, 3, h, w, device="meta"), torch.zeros(1, 3, h, w, device="meta"))
+                gflop = fc.get_total_flops() / 1e9
+                if gflop > args.limit_gflop:
+                    rows.append([preset, f"{w}x{h}", "-", "-", "-", "-", f"not run: {gflop:.0f} GFLOP before the first "
+                                 f"iteration (limit {args.limit_gflop:g}); see flops", "-", "-"])
+                    continue
             g = torch.Generator().manual_seed(0)
             left = (torch.rand(1, 3, h, w, generator=g) * 255).to(device)
             right = torch.roll(left, shifts=-8, dims=3)
@@ -213,7 +223,9 @@ def bench_latency(args) -> str:
             "plus convex upsampling; SGBM (OpenCV, 3-way, range min(max_disp, 256)) on the same input in the same run.",
             "", md_table(["preset", "size", "iterations", "encode+volume ms", "per iteration ms", "upsample ms",
                           "total ms", "SGBM ms", "GES/SGBM"], rows),
-            "", f"`ges bench latency --presets {' '.join(args.presets)}`"]
+            "", "`ges bench latency --presets " + " ".join(args.presets) + " --sizes "
+            + ",".join(f"{h}x{w}" for h, w in args.sizes) + (f" --limit-gflop {args.limit_gflop:g}" if args.limit_gflop else "")
+            + "`"]
     return "\n".join(body)
 
 
@@ -488,6 +500,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--sizes", type=_sizes, default=_sizes("480x640,1200x1920,2056x2464"), help="HxW,HxW,...")
     p.add_argument("--node-size", type=lambda s: _sizes(s)[0], default=(1200, 1920))
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--limit-gflop", type=float, default=0.0,
+                   help="latency: skip configurations whose encoders + volume exceed this many GFLOP (0 = run all)")
     p.add_argument("--weights", default="default")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "stereo"),
                    help="accuracy: scene folders with ground truth")
