@@ -123,6 +123,14 @@ def _collate(samples):
     return samples
 
 
+def _worker_ignores_stop_signals(_worker_id: int) -> None:
+    """Ctrl-C, `timeout` and systemd signal the whole process group. A data worker killed by SIGTERM
+    would take the trainer down mid-step without its checkpoint; the trainer alone handles the signal
+    and shuts its workers down. An orphaned worker still exits: it watches its parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -220,7 +228,7 @@ class Trainer:
         if self.cfg.num_workers > 0:
             # fork after OpenCV hangs workers; spawn is safe
             kw = {"num_workers": self.cfg.num_workers, "multiprocessing_context": "spawn", "prefetch_factor": 4,
-                  "persistent_workers": True}
+                  "persistent_workers": True, "worker_init_fn": _worker_ignores_stop_signals}
         return torch.utils.data.DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler,
                                            collate_fn=_collate, **kw)
 

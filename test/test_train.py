@@ -102,6 +102,29 @@ def test_killed_run_leaves_a_usable_checkpoint(tmp_path, sig):
     assert tr.step == state["step"] + 2
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_to_the_process_group_with_data_workers(tmp_path, sig):
+    """Ctrl-C, `timeout` and systemd signal the DataLoader workers too; the trainer still finishes its step
+    and checkpoints."""
+    path = cfg_file(tmp_path, steps=100000, checkpoint_every=1000, num_workers=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "ges_core.cli", "train", "--config", path, "--no-progress"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    try:
+        end = time.monotonic() + 180
+        while time.monotonic() < end and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+            time.sleep(0.2)
+        os.killpg(p.pid, sig)
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 0 and "interrupted" in out, out[-2000:]
+    state = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))
+    assert state["step"] >= 3          # written on the signal, not at checkpoint_every
+
+
 def test_nan_losses_are_skipped_then_stop(tmp_path, monkeypatch):
     import ges_core.train as T
     real = T.stereo_loss
