@@ -101,3 +101,14 @@ def test_bench_modes_write_their_tables(tmp_path, tiny_weights, mode, extra):
     assert "torch" in text and "threads" in text and "|---|" in text
     run("bench", mode, "--docs", tmp_path, "--weights", tiny_weights, *extra)      # rerun replaces in place
     assert doc.read_text().count(f"<!-- bench:{mode} -->") == 1
+
+
+def test_bench_accuracy_writes_the_weights_record(tmp_path, tiny_weights):
+    rec = tmp_path / "record.json"
+    run("bench", "accuracy", "--docs", tmp_path, "--weights", tiny_weights, "--iters-list", "1", "--data",
+        "/nonexistent", "--record", rec)
+    data = json.loads(rec.read_text())
+    m = data["motorcycle"]
+    assert data["iters"] == 4 and set(m) == {"ges_epe", "ges_bad2", "sgbm_epe", "sgbm_bad2", "beats_sgbm_bad2"}
+    # SGBM on the real pair is far better than a random tiny network
+    assert m["sgbm_bad2"] < m["ges_bad2"] and m["beats_sgbm_bad2"] is False
