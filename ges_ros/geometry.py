@@ -73,9 +73,10 @@ def depth_from_disparity(d_ros: np.ndarray, calib: StereoCalibration) -> np.ndar
 
 def point_cloud_xyz(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *,
                     min_depth: float = 0.0, max_depth: float = 0.0,
-                    out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+                    out: Optional[np.ndarray] = None, row0: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """-> (H, W, 3) float32 points in the left optical frame (NaN where invalid) and the final mask.
-    max_depth <= 0 means no upper clip. `out` (H, W, >=3) float32 receives x, y, z in its first channels."""
+    max_depth <= 0 means no upper clip. `out` (H, W, >=3) float32 receives x, y, z in its first channels.
+    row0: the image row of d_ros's first row, when it is a band of a larger image."""
     height, width = d_ros.shape
     ok = valid & (d_ros > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -86,7 +87,7 @@ def point_cloud_xyz(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibrati
     z[~ok] = np.nan
     xyz = np.empty((height, width, 3), np.float32) if out is None else out
     u = (np.arange(width, dtype=np.float32) - np.float32(calib.cx_left)) / np.float32(calib.fx)
-    v = (np.arange(height, dtype=np.float32) - np.float32(calib.cy)) / np.float32(calib.fy)
+    v = (np.arange(row0, row0 + height, dtype=np.float32) - np.float32(calib.cy)) / np.float32(calib.fy)
     np.multiply(z, u[None, :], out=xyz[..., 0])
     np.multiply(z, v[:, None], out=xyz[..., 1])
     xyz[..., 2] = z
