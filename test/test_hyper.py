@@ -27,3 +27,24 @@ def test_missing_solver_weights_fall_back_to_anderson(tiny_weights):
     with pytest.warns(UserWarning, match="using 'anderson'"):
         pred = load_predictor(str(tiny_weights), solver="hyper_anderson")
     assert pred.solver == "anderson"
+
+
+@pytest.mark.parametrize("solver", ["fixed_point", "anderson", "hyper_anderson"])
+def test_one_traced_solve_equals_separate_solves(solver):
+    """The convergence benchmark reads k-iteration results off one solve; that must be what k-iteration
+    solves return."""
+    from ges_core import GESConfig, build_model
+    from ges_core.bench import solve_trace
+    from ges_core.deq.hyper import HyperAnderson
+    torch.manual_seed(0)
+    model = build_model(GESConfig.preset("tiny")).eval()
+    model.hyper_solver = HyperAnderson(hidden=model.config.hidden_dims[0], m=3).eval()
+    g = torch.Generator().manual_seed(1)
+    left = torch.rand(1, 3, 32, 64, generator=g) * 255
+    with torch.no_grad():
+        enc = model.encode(left, torch.roll(left, -3, dims=3))
+        trace = solve_trace(model, enc, solver=solver, iters=6)
+        assert len(trace) == 6
+        for k in range(1, 7):
+            z, info = model.solve(enc, iters=k, solver=solver, tol=0.0)
+            assert torch.equal(trace[k - 1][0], z) and trace[k - 1][1] == info.residuals[-1], k

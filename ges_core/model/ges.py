@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +104,9 @@ class GES(nn.Module):
 
     # ------------------------------------------------------------------ solve
     def solve(self, enc: Encoded, *, iters: int, solver: Optional[str] = None, init: Optional[torch.Tensor] = None,
-              stop: Optional[StopFn] = None, tol: Optional[float] = None) -> Tuple[torch.Tensor, SolverInfo]:
+              stop: Optional[StopFn] = None, tol: Optional[float] = None,
+              observe: Optional[Callable[[torch.Tensor], None]] = None) -> Tuple[torch.Tensor, SolverInfo]:
+        """observe: called with every f-value the solver computes (benchmarks trace the whole solve)."""
         cfg = self.config
         z0 = self.initial_state(enc) if init is None else init
         if z0.shape != self.initial_state(enc).shape:
@@ -112,7 +114,11 @@ class GES(nn.Module):
                              f"{tuple(self.initial_state(enc).shape)}")
         name = solver or cfg.solver
         tol = cfg.tol if tol is None else tol
-        func = lambda z: self.step(z, enc)  # noqa: E731
+        def func(z: torch.Tensor) -> torch.Tensor:
+            fz = self.step(z, enc)
+            if observe is not None:
+                observe(fz)
+            return fz
         if name == "hyper_anderson":
             if self.hyper_solver is None:
                 raise ValueError("solver 'hyper_anderson' needs trained solver weights; none are loaded")
