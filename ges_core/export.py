@@ -85,6 +85,7 @@ class OnnxPredictor:
         self.solver = "fixed_point (unrolled)"
         self.device = "onnxruntime"
         self.iters_fixed = True
+        self.solvers = ()                  # the iterations are baked into the graph
 
     def predict(self, left: np.ndarray, right: np.ndarray, iters=None, budget_ms=None, init=None, scale: float = 1.0):
         import cv2

@@ -51,6 +51,12 @@ class Predictor:
         self._iter_ms: Optional[float] = None     # online estimate of one solver iteration
         self._decode_ms: float = 0.0
 
+    @property
+    def solvers(self) -> tuple:
+        """The solvers this predictor can switch to (hyper_anderson only with trained solver weights)."""
+        from .deq.solvers import SOLVERS
+        return (*sorted(SOLVERS), *(("hyper_anderson",) if self.model.hyper_solver is not None else ()))
+
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

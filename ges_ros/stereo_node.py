@@ -111,7 +111,7 @@ class StereoNode(Node):
         return load_predictor(weights, device=device, solver=solver)
 
     def _has_hyper_solver(self) -> bool:
-        return getattr(getattr(self.predictor, "model", None), "hyper_solver", None) is not None
+        return "hyper_anderson" in getattr(self.predictor, "solvers", ())
 
     def _validate_params(self, params) -> SetParametersResult:
         for prm in params:

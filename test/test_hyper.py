@@ -17,7 +17,7 @@ def test_train_solver_lowers_the_4_step_distance_and_loads(tmp_path, tiny_weight
     last = np.mean([r["final_distance"] for r in rows[-8:]])
     assert last < first
     pred = load_predictor(out, solver="hyper_anderson")
-    assert pred.solver == "hyper_anderson" and pred.model.hyper_solver is not None
+    assert pred.solver == "hyper_anderson" and pred.solvers == ("anderson", "fixed_point", "hyper_anderson")
     img = np.random.default_rng(0).integers(0, 255, (32, 64, 3), dtype=np.uint8)
     r = pred.predict(img, np.roll(img, -2, axis=1), iters=4)
     assert r.iters == 4 and np.isfinite(r.disparity).all()

@@ -194,3 +194,19 @@ def test_node_runs_an_exported_onnx_model(tmp_path, tiny_weights, motorcycle_sma
         h.wait(lambda: h.count("disparity"), 60, "disparity from the ONNX model")
         d = h.received["disparity"][0]
         assert (d.image.height, d.image.width) == gt.shape       # resized back to the input size
+
+
+def test_hyper_anderson_without_solver_weights_falls_back_to_anderson(tiny_weights, motorcycle_small):
+    """solver: hyper_anderson on weights that carry no trained solver: a warning, Anderson, and output."""
+    from rclpy.parameter import Parameter
+    left, right, gt, valid, cam = motorcycle_small
+    with pytest.warns(UserWarning, match="no trained hyper-Anderson solver"):
+        h = Harness({"weights": str(tiny_weights), "solver": "hyper_anderson"})
+    with h:
+        assert h.node.predictor.solver == "anderson"
+        h.publish(pair(cam, left, right, 12))
+        h.wait(lambda: h.count("disparity"), 60, "disparity with the fallback solver")
+        res = h.node.set_parameters([Parameter("solver", value="hyper_anderson")])
+        assert not res[0].successful and "trained solver weights" in res[0].reason
+        assert h.node.set_parameters([Parameter("solver", value="fixed_point")])[0].successful
+        assert h.node.predictor.solver == "fixed_point"
