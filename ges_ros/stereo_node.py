@@ -319,7 +319,9 @@ class StereoNode(Node):
 
     def destroy_node(self) -> None:
         if self._running:
-            self.get_logger().info(f"shutting down: {self.summary()}")
+            # after Ctrl-C the context is already shut down and /rosout cannot take the line: console only
+            logger = self.get_logger() if self.context.ok() else rclpy.logging.get_logger(f"ges_ros.{self.get_name()}")
+            logger.info(f"shutting down: {self.summary()}")
         with self._cv:
             self._running = False
             self._cv.notify_all()
