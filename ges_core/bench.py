@@ -182,6 +182,31 @@ def _stage_times(model, left, right, iters: int, repeats: int) -> Dict[str, floa
     return {"encode": enc_ms, "per_iter": it_ms, "upsample": up_ms, "total": total}
 
 
+VARIANTS = ("eager", "channels_last", "compile")
+
+
+def latency_variant(model, variant: str):
+    """The model as a latency variant: eager; channels_last (2D and 3D conv weights and the inputs
+    channels-last, NHWC / NDHWC); compile
+    (torch.compile of the encoder + volume, the update step and the upsampling, each on its own)."""
+    import copy
+    if variant == "eager":
+        return model
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown latency variant {variant!r}; valid: {list(VARIANTS)}")
+    m = copy.deepcopy(model)
+    if variant == "channels_last":
+        with torch.no_grad():
+            for p in m.parameters():
+                if p.dim() in (4, 5):
+                    fmt = torch.channels_last if p.dim() == 4 else torch.channels_last_3d
+                    p.data = p.data.contiguous(memory_format=fmt)
+        return m
+    for name in ("encode", "step", "decode"):
+        setattr(m, name, torch.compile(getattr(m, name)))
+    return m
+
+
 def bench_latency(args) -> str:
     from .baselines import sgbm_disparity
     from .config import GESConfig
@@ -200,8 +225,8 @@ def bench_latency(args) -> str:
                     meta_model.encode(torch.zeros(1, 3, h, w, device="meta"), torch.zeros(1, 3, h, w, device="meta"))
                 gflop = fc.get_total_flops() / 1e9
                 if gflop > args.limit_gflop:
-                    rows.append([preset, f"{w}x{h}", "-", "-", "-", "-", f"not run: {gflop:.0f} GFLOP before the first "
-                                 f"iteration (limit {args.limit_gflop:g}); see flops", "-", "-"])
+                    rows.append([preset, f"{w}x{h}", "-", "-", "-", "-", "-", f"not run: {gflop:.0f} GFLOP before the "
+                                 f"first iteration (limit {args.limit_gflop:g}); see flops", "-", "-"])
                     continue
             g = torch.Generator().manual_seed(0)
             left = (torch.rand(1, 3, h, w, generator=g) * 255).to(device)
@@ -209,24 +234,34 @@ def bench_latency(args) -> str:
             ln = (left[0].permute(1, 2, 0).cpu().numpy()).astype(np.uint8)
             rn = (right[0].permute(1, 2, 0).cpu().numpy()).astype(np.uint8)
             sg_ms = _median_ms(lambda: sgbm_disparity(ln, rn, max_disp=min(cfg.max_disp, 256)), args.repeats)
-            try:
-                st = _stage_times(model, left, right, 1, args.repeats)
-            except RuntimeError as exc:   # out of memory at the largest sizes
-                rows.append([preset, f"{w}x{h}", "-", "-", "-", "-", f"failed: {str(exc)[:60]}", f"{sg_ms:.0f}", "-"])
-                continue
-            for iters in args.iters_list:
-                total = st["encode"] + iters * st["per_iter"] + st["upsample"]
-                rows.append([preset, f"{w}x{h}", iters, f"{st['encode']:.0f}", f"{st['per_iter']:.0f}",
-                             f"{st['upsample']:.0f}", f"{total:.0f}", f"{sg_ms:.0f}", f"{total / sg_ms:.1f}"])
-                print(f"latency {preset} {w}x{h} iters={iters}: {total:.0f} ms (SGBM {sg_ms:.0f} ms)", flush=True)
+            for variant in args.variants:
+                m = latency_variant(model, variant)
+                if variant == "channels_last":
+                    left_v, right_v = (x.contiguous(memory_format=torch.channels_last) for x in (left, right))
+                else:
+                    left_v, right_v = left, right
+                try:
+                    st = _stage_times(m, left_v, right_v, 1, args.repeats)
+                except RuntimeError as exc:   # out of memory at the largest sizes
+                    rows.append([preset, f"{w}x{h}", variant, "-", "-", "-", "-", f"failed: {str(exc)[:60]}",
+                                 f"{sg_ms:.0f}", "-"])
+                    continue
+                for iters in args.iters_list:
+                    total = st["encode"] + iters * st["per_iter"] + st["upsample"]
+                    rows.append([preset, f"{w}x{h}", variant, iters, f"{st['encode']:.0f}", f"{st['per_iter']:.0f}",
+                                 f"{st['upsample']:.0f}", f"{total:.0f}", f"{sg_ms:.0f}", f"{total / sg_ms:.1f}"])
+                    print(f"latency {preset} {w}x{h} {variant} iters={iters}: {total:.0f} ms (SGBM {sg_ms:.0f} ms)",
+                          flush=True)
     body = ["## latency — inference per stage", "", f"{machine_line()}; device {args.device}; median of "
             f"{args.repeats} after a warm-up; total = encoders + cost volume + 3D UNet, plus iterations x one update, "
             "plus convex upsampling; SGBM (OpenCV, 3-way, range min(max_disp, 256)) on the same input in the same run.",
-            "", md_table(["preset", "size", "iterations", "encode+volume ms", "per iteration ms", "upsample ms",
-                          "total ms", "SGBM ms", "GES/SGBM"], rows),
+            "Variants: eager; channels_last (conv weights and inputs channels-last); compile (torch.compile of encoder + volume, "
+            "update step and upsampling; compile time not counted).",
+            "", md_table(["preset", "size", "variant", "iterations", "encode+volume ms", "per iteration ms",
+                          "upsample ms", "total ms", "SGBM ms", "GES/SGBM"], rows),
             "", "`ges bench latency --presets " + " ".join(args.presets) + " --sizes "
-            + ",".join(f"{h}x{w}" for h, w in args.sizes) + (f" --limit-gflop {args.limit_gflop:g}" if args.limit_gflop else "")
-            + "`"]
+            + ",".join(f"{h}x{w}" for h, w in args.sizes) + " --variants " + ",".join(args.variants)
+            + (f" --limit-gflop {args.limit_gflop:g}" if args.limit_gflop else "") + "`"]
     return "\n".join(body)
 
 
@@ -566,6 +601,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--sizes", type=_sizes, default=_sizes("480x640,1200x1920,2056x2464"), help="HxW,HxW,...")
     p.add_argument("--node-size", type=lambda s: _sizes(s)[0], default=(1200, 1920))
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--variants", type=lambda s: s.split(","), default=["eager"],
+                   help=f"latency: comma-separated, of {','.join(VARIANTS)}")
     p.add_argument("--limit-gflop", type=float, default=0.0,
                    help="latency: skip configurations whose encoders + volume exceed this many GFLOP (0 = run all)")
     p.add_argument("--weights", default="default")

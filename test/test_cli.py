@@ -87,7 +87,8 @@ def test_export_onnx_matches_pytorch(tmp_path, tiny_weights):
 
 @pytest.mark.parametrize("mode,extra", [
     ("memory", ["--preset", "tiny", "--height", "32", "--width", "64", "--iters-list", "1,2,4"]),
-    ("latency", ["--presets", "tiny", "--sizes", "32x64", "--iters-list", "1,2", "--repeats", "1"]),
+    ("latency", ["--presets", "tiny", "--sizes", "32x64", "--iters-list", "1,2", "--repeats", "1", "--variants",
+                 "eager,channels_last"]),
     ("convergence", ["--iters-list", "1,2"]),
     ("node", ["--node-size", "60x80", "--repeats", "1"]),
     ("flops", ["--presets", "tiny", "--sizes", "32x64"]),
