@@ -6,7 +6,9 @@ approximate  message_filters' Python ApproximateTimeSynchronizer: the newest mes
              combination whose spread is below `slop` is emitted
 Each input keeps at most `queue_size` messages; one pushed out unmatched is counted in `dropped`.
 A stamp far behind the newest one seen (a looping bag, a restarted sim clock) clears the queues.
-Used by the node when message_filters is not importable; the node and tests rely on its counters.
+The node uses it whether or not message_filters is importable: message_filters' synchronizers have the
+same matching rules but count nothing and do not reset on a clock jump, and the node's diagnostics
+(unmatched messages per topic, clock resets) and its tests rely on both.
 """
 from __future__ import annotations
 
