@@ -25,7 +25,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["ges_core", "ges_core.*", "ges_ros", "ges_ros.*"]),
-    package_data={"ges_core": ["weights/*.safetensors", "weights/*.md"]},
+    package_data={"ges_core": ["weights/*.safetensors", "weights/*.json", "weights/*.md"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
