@@ -103,13 +103,6 @@ def valid_window(valid: np.ndarray) -> Tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
-def pack_rgb(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W) float32 whose bits are 0x00RRGGBB (PCL's packed rgb)."""
-    rgb = rgb.astype(np.uint32)
-    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    return packed.view(np.float32)
-
-
 def colorize(disparity: np.ndarray, valid: np.ndarray, *, vmin: Optional[float] = None,
              vmax: Optional[float] = None) -> np.ndarray:
     """Disparity -> (H, W, 3) bgr8 colour map (near = warm), black where invalid."""

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .geometry import StereoCalibration, pack_rgb, point_cloud_xyz, valid_window
+from .geometry import StereoCalibration, point_cloud_xyz, valid_window
 
 # PointField datatype codes (sensor_msgs/PointField)
 FLOAT32 = 7
@@ -134,17 +134,17 @@ def pointcloud_msg(types: MessageTypes, hdr, d_ros: np.ndarray, valid: np.ndarra
     # in bands of rows that stay in cache: each field is a strided pass over the points, and over the
     # whole 1920x1200 cloud (74 MB padded) those passes, not the arithmetic, were the cost
     band = max(1, CACHE_BYTES // max(1, width * step))
+    rgb_at = 12 if avoid_padding else 16
+    point_bytes = view.reshape(height, width, step)
     for r0 in range(0, height, band):
         rows = slice(r0, r0 + band)
         block = pts[rows]
+        block.fill(0)                                   # padding words and rgb's unused byte
         point_cloud_xyz(d_ros[rows], valid[rows], calib, min_depth=min_depth, max_depth=max_depth, out=block,
                         row0=r0)
         if use_color:
-            block[..., (12 if avoid_padding else 16) // 4] = pack_rgb(rgb[rows])
-        if step // 4 > (4 if use_color else 3):          # padding words: zero, not leftover bytes
-            block[..., 3] = 0
-            if use_color:
-                block[..., 5:] = 0
+            # PCL's packed rgb is the little-endian uint32 0x00RRGGBB: bytes B, G, R, 0
+            point_bytes[rows, :, rgb_at:rgb_at + 3] = rgb[rows, :, ::-1]
     return types.with_data(types.PointCloud2, value, header=hdr, height=height, width=width, fields=fields,
                            is_bigendian=False, point_step=step, row_step=step * width, is_dense=False)
 

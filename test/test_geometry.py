@@ -74,3 +74,27 @@ def test_cloud_layout_as_stereo_image_proc(avoid_padding, color, step):
     assert np.isnan(f["x"][0, 0])
     if color:
         assert f["rgb"].view(np.uint32)[0, 0] == 0x070707
+
+
+@pytest.mark.parametrize("avoid_padding", [True, False])
+def test_cloud_written_in_bands_matches_the_whole_image(avoid_padding):
+    """Row bands (several, the last one short) give the points, colours and zero padding of the whole image."""
+    from ges_ros import messages
+    t = rosbags_types()
+    c = calib(doffs=0.0)
+    rng = np.random.default_rng(0)
+    h, w = 7, 3000
+    assert messages.CACHE_BYTES // (w * 32) in (1, 2, 3)        # several bands over 7 rows
+    d = rng.uniform(0.5, 50, (h, w)).astype(np.float32)
+    valid = rng.random((h, w)) > 0.2
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    msg = pointcloud_msg(t, header(t, 0, 0, "f"), d, valid, c, rgb, avoid_padding=avoid_padding)
+    f = unpack_cloud(msg)
+    xyz, ok = point_cloud_xyz(d, valid, c)
+    for i, name in enumerate("xyz"):
+        np.testing.assert_array_equal(f[name], xyz[..., i])
+    r, g, b = (rgb[..., k].astype(np.uint32) for k in range(3))
+    np.testing.assert_array_equal(f["rgb"].view(np.uint32), (r << 16) | (g << 8) | b)
+    words = np.frombuffer(msg.data, np.uint32).reshape(h, w, -1)
+    used = [0, 1, 2, 3] if avoid_padding else [0, 1, 2, 4]
+    assert not words[..., [k for k in range(words.shape[-1]) if k not in used]].any()
