@@ -123,6 +123,14 @@ def _collate(samples):
     return samples
 
 
+def _stop_workers(batches) -> None:
+    """End the data workers now, through the loader's own shutdown (they exit on its sentinel). Left to
+    interpreter exit, multiprocessing would SIGTERM them, which they ignore, and wait for them forever."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 def _worker_ignores_stop_signals(_worker_id: int) -> None:
     """Ctrl-C, `timeout` and systemd signal the whole process group. A data worker killed by SIGTERM
     would take the trainer down mid-step without its checkpoint; the trainer alone handles the signal
@@ -255,6 +263,7 @@ class Trainer:
         bar = _progress(total=cfg.steps, initial=self.step, enabled=self.progress and self.rank == 0)
         nan_streak, t0, steps_done = 0, time.time(), 0
         window: List[Dict[str, float]] = []
+        batches = None
         try:
             batches = iter(self._loader())
             while self.step < last and not self.stop_requested:
@@ -308,6 +317,7 @@ class Trainer:
                 if self.rank == 0:
                     self._log_eval(log, writer)
         finally:
+            _stop_workers(batches)
             bar.close()
             log.close()
             if writer is not None:

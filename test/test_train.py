@@ -182,3 +182,13 @@ def test_disparity_preview_strip():
     sample = heldout_dataset(TrainConfig(**{**TINY, "out_dir": "unused"}))[0]
     strip = disparity_preview(model, sample, torch.device("cpu"))
     assert strip.shape == (32, 3 * 64, 3) and strip.dtype.name == "uint8"
+
+
+def test_run_with_data_workers_exits_when_done(tmp_path):
+    """A finished run with DataLoader workers exits (its workers ignore SIGTERM, so they must be shut down
+    before interpreter exit, not terminated by it)."""
+    path = cfg_file(tmp_path, steps=3, checkpoint_every=1000, num_workers=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "ges_core.cli", "train", "--config", path, "--no-progress"],
+                       capture_output=True, text=True, env=env, timeout=240)
+    assert r.returncode == 0 and "(done)" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
