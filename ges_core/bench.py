@@ -509,7 +509,7 @@ def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, QoSReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
     from ges_ros.messages import rclpy_types
@@ -524,7 +524,9 @@ def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple
     qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
     pubs = [peer.create_publisher(t, f"/soak/{n}", qos) for t, n in ((Image, "left/image_rect"), (Image, "right/image_rect"),
                                                                    (CameraInfo, "left/camera_info"), (CameraInfo, "right/camera_info"))]
-    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+    # one thread dispatches the callbacks (they only queue messages; inference has its own thread): the
+    # multi-threaded executor's futures cost more than the callbacks and starved the node at high rates
+    ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     ex.add_node(peer)
     th = threading.Thread(target=ex.spin, daemon=True)
