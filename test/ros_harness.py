@@ -7,7 +7,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -42,7 +42,9 @@ class Harness:
         for name, t in outs:
             self.peer.create_subscription(t, f"{ns}/{name}", self._store(name), RELIABLE)
         self.peer.create_subscription(DiagnosticArray, "/diagnostics", self._store("diagnostics"), 10)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        # as `ros2 run` spins the node: one thread for callbacks (inference has its own); the multi-threaded
+        # executor's futures cost more than these callbacks and starved the node under bursts
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
