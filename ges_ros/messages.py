@@ -53,6 +53,13 @@ class MessageTypes:
         return value
 
 
+def _numpy_buffer(nbytes: int) -> Tuple[np.ndarray, np.ndarray]:
+    """A uint8[] field's storage, not zero-filled (callers write every byte); rclpy's publish copies any
+    buffer-protocol object in one memcpy, rosbags serializes numpy arrays directly."""
+    out = np.empty(nbytes, np.uint8)
+    return out, out
+
+
 def rclpy_types() -> MessageTypes:
     from builtin_interfaces.msg import Time
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -60,13 +67,8 @@ def rclpy_types() -> MessageTypes:
     from std_msgs.msg import Header
     from stereo_msgs.msg import DisparityImage
 
-    def buffer(nbytes: int):
-        # publish() copies any buffer-protocol object in one memcpy; numpy's is not zero-filled first
-        out = np.empty(nbytes, np.uint8)
-        return out, out
-
     return MessageTypes(Header, Time, Image, DisparityImage, RegionOfInterest, PointCloud2, PointField,
-                        DiagnosticArray, DiagnosticStatus, KeyValue, CameraInfo, buffer)
+                        DiagnosticArray, DiagnosticStatus, KeyValue, CameraInfo, _numpy_buffer)
 
 
 def rosbags_types(typestore=None) -> MessageTypes:
@@ -77,8 +79,7 @@ def rosbags_types(typestore=None) -> MessageTypes:
                         t["stereo_msgs/msg/DisparityImage"], t["sensor_msgs/msg/RegionOfInterest"],
                         t["sensor_msgs/msg/PointCloud2"], t["sensor_msgs/msg/PointField"],
                         t["diagnostic_msgs/msg/DiagnosticArray"], t["diagnostic_msgs/msg/DiagnosticStatus"],
-                        t["diagnostic_msgs/msg/KeyValue"], t["sensor_msgs/msg/CameraInfo"],
-                        lambda n: (lambda a: (a, a))(np.empty(n, np.uint8)))
+                        t["diagnostic_msgs/msg/KeyValue"], t["sensor_msgs/msg/CameraInfo"], _numpy_buffer)
 
 
 def header(types: MessageTypes, sec: int, nanosec: int, frame_id: str):
