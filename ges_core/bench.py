@@ -502,68 +502,122 @@ def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple[int, int] = (64, 96)) -> Dict[str, float]:
-    """Publish `pairs` stereo pairs at `rate_hz` (above the node's throughput) into a StereoNode in this
-    process over DDS; report memory, threads, latency and drops."""
+def _soak_publisher(namespace: str, pairs: int, rate_hz: float, size: Tuple[int, int], events) -> None:
+    """The soak's camera, in a process of its own (as a camera driver would be): waits for the node to subscribe,
+    publishes `pairs` stereo pairs at `rate_hz` (reliable), and puts ("start", t) and ("done", sent) on `events`."""
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    import rclpy
+    from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from ges_ros.messages import rclpy_types
+    from ges_ros.sample import PinholeStereo, stereo_messages
+    h, w = size
+    rclpy.init()
+    node = rclpy.create_node("soak_camera")
+    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+    names = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
+    pubs = [node.create_publisher(t, f"/{namespace}/{n}", qos) for t, n in zip((Image, Image, CameraInfo, CameraInfo), names)]
+    types = rclpy_types()
+    cam = PinholeStereo(f=100.0, cx=w / 2, cy=h / 2, doffs=0.0, baseline=0.1)
+    img = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    sent = 0
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not all(p.get_subscription_count() for p in pubs):
+            time.sleep(0.05)
+        time.sleep(1.0)     # the node matches our reliability once it sees us
+        t0 = time.monotonic()
+        events.put(("start", time.time()))
+        for k in range(pairs):
+            now = time.time()
+            for pub, msg in zip(pubs, stereo_messages(types, img, img, cam, sec=int(now), nanosec=int(now % 1 * 1e9))):
+                pub.publish(msg)
+            sent += 1
+            time.sleep(max(0.0, t0 + (k + 1) / rate_hz - time.monotonic()))
+        time.sleep(1.0)     # let reliable delivery finish before the publisher goes away
+    finally:
+        events.put(("done", sent))
+        node.destroy_node()
+        rclpy.shutdown()
+
+
+def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple[int, int] = (64, 96),
+         warmup_outputs: int = 2) -> Dict[str, float]:
+    """Publish `pairs` stereo pairs at `rate_hz` (above the node's throughput) from a separate process into a
+    StereoNode in this one, over DDS; report memory, threads, latency and drops. The memory and thread baseline is
+    taken once the node has published `warmup_outputs` results (the allocator has then seen the working set)."""
+    import multiprocessing as mp
+    import queue
     import threading
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
-    from ges_ros.messages import rclpy_types
-    from ges_ros.sample import PinholeStereo, stereo_messages
     from ges_ros.stereo_node import StereoNode
     from . import load_predictor
-    h, w = size
+    namespace = f"soak_{os.getpid()}"
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = StereoNode(predictor=load_predictor(weights), namespace="soak", context=ctx)
-    peer = rclpy.create_node("soak_pub", context=ctx)
-    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-    pubs = [peer.create_publisher(t, f"/soak/{n}", qos) for t, n in ((Image, "left/image_rect"), (Image, "right/image_rect"),
-                                                                   (CameraInfo, "left/camera_info"), (CameraInfo, "right/camera_info"))]
-    # one thread dispatches the callbacks (they only queue messages; inference has its own thread): the
-    # multi-threaded executor's futures cost more than the callbacks and starved the node at high rates
+    node = StereoNode(predictor=load_predictor(weights), namespace=namespace, context=ctx)
+    # one thread dispatches the callbacks (they only queue messages; inference has its own thread), as `ros2 run`
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
-    ex.add_node(peer)
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
-    types = rclpy_types()
-    cam = PinholeStereo(f=100.0, cx=w / 2, cy=h / 2, doffs=0.0, baseline=0.1)
-    img = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    events = mp.get_context("spawn").Queue()
+    camera = mp.get_context("spawn").Process(target=_soak_publisher, args=(namespace, pairs, rate_hz, size, events),
+                                             daemon=True)
+    camera.start()
+    rss: List[float] = []
     try:
-        end = time.monotonic() + 20
-        while time.monotonic() < end and not (all(p.get_subscription_count() for p in pubs)
-                                              and node._reliability == QoSReliabilityPolicy.RELIABLE):
-            time.sleep(0.05)
-        rss0, th0 = 0.0, 0
+        kind, t_start = events.get(timeout=60)
         t0 = time.monotonic()
-        for k in range(pairs):
-            now = time.time()
-            for pub, msg in zip(pubs, stereo_messages(types, img, img, cam, sec=int(now), nanosec=int(now % 1 * 1e9))):
-                pub.publish(msg)
-            if k == min(100, pairs // 4):      # after warm-up: the baseline
-                rss0, th0 = _rss_mb(), _threads()
-            time.sleep(max(0.0, t0 + (k + 1) / rate_hz - time.monotonic()))
-        end = time.monotonic() + 30
-        while time.monotonic() < end and (node._pending is not None or
-                                          node.stats["pairs_in"] + sum(node.sync.dropped) < pairs * 0.95):
-            time.sleep(0.05)
-        time.sleep(0.5)
+        base: Optional[Tuple[float, int]] = None
+        sent = None
+        while sent is None:
+            try:
+                kind, value = events.get(timeout=0.5)
+                sent = value if kind == "done" else None
+            except queue.Empty:
+                pass
+            if not camera.is_alive() and sent is None:
+                raise RuntimeError(f"the soak's publisher process died (exit code {camera.exitcode})")
+            if base is None and node.stats["pairs_out"] >= warmup_outputs:
+                base = (_rss_mb(), _threads())
+            rss.append(_rss_mb())
+        # the pair in flight when publishing stopped: wait for it, then count
+        # every message sent is paired (4 a pair), pushed out unmatched, reported lost by DDS, or still queued
+        # in the synchronizer (at most its queue)
+        def accounted() -> int:
+            return 4 * node.stats["pairs_in"] + sum(node.sync.dropped) + sum(node.lost)
+        end = time.monotonic() + 60
+        while time.monotonic() < end and accounted() < 4 * sent - 4 * node.sync.queue_size:
+            time.sleep(0.1)
+        end = time.monotonic() + 60
+        busy = node.stats["pairs_out"] + sum(node.drops.values())
+        while time.monotonic() < end and busy < node.stats["pairs_in"]:
+            time.sleep(0.1)
+            busy = node.stats["pairs_out"] + sum(node.drops.values())
+        seconds = time.monotonic() - t0
+        if base is None:
+            raise RuntimeError(f"the node published fewer than {warmup_outputs} results from {sent} pairs in "
+                               f"{seconds:.0f} s: no memory baseline")
         lat = sorted(node._latency) or [0.0]
-        return {"pairs_sent": pairs, "seconds": time.monotonic() - t0, "pairs_in": node.stats["pairs_in"],
+        return {"pairs_sent": sent, "seconds": seconds, "pairs_in": node.stats["pairs_in"],
                 "pairs_out": node.stats["pairs_out"], "superseded": node.drops["superseded"],
-                "unmatched": sum(node.sync.dropped), "errors": sum(v for k_, v in node.drops.items() if k_ != "superseded"),
-                "rss_start_mb": rss0, "rss_end_mb": _rss_mb(), "threads_start": th0, "threads_end": _threads(),
+                "unmatched": sum(node.sync.dropped), "lost_in_transport": sum(node.lost),
+                "messages_unaccounted": 4 * sent - accounted(), "errors": sum(v for k_, v in node.drops.items() if k_ != "superseded"),
+                "rss_start_mb": base[0], "rss_end_mb": _rss_mb(), "rss_max_mb": max(rss),
+                "threads_start": base[1], "threads_end": _threads(),
                 "latency_p50_ms": lat[len(lat) // 2], "latency_p95_ms": lat[int(len(lat) * 0.95)],
                 "latency_max_ms": lat[-1]}
     finally:
+        camera.join(timeout=10)
+        if camera.is_alive():
+            camera.kill()
         ex.shutdown(timeout_sec=2.0)
         node.destroy_node()
-        peer.destroy_node()
         rclpy.shutdown(context=ctx)
 
 
@@ -571,10 +625,12 @@ def bench_soak(args) -> str:
     weights = args.weights
     res = soak(weights, pairs=args.pairs, rate_hz=args.rate, size=args.node_size)
     rows = [[k, f"{v:.1f}" if isinstance(v, float) else v] for k, v in res.items()]
+    h, w = args.node_size
     return "\n".join(["## soak — pairs through the node above its throughput", "",
-                      f"{machine_line()}; weights {weights}; {args.node_size[1]}x{args.node_size[0]} pairs at "
-                      f"{args.rate:g} Hz over DDS (reliable, in one process).", "", md_table(["quantity", "value"], rows),
-                      "", f"`ges bench soak --pairs {args.pairs} --rate {args.rate:g}`"])
+                      f"{machine_line()}; weights {weights}; {w}x{h} rgb8 pairs at {args.rate:g} Hz over DDS "
+                      "(reliable), published by a separate process; memory and threads of the node's process, the "
+                      "baseline taken after its first 2 results.", "", md_table(["quantity", "value"], rows),
+                      "", f"`ges bench soak --pairs {args.pairs} --rate {args.rate:g} --node-size {h}x{w}`"])
 
 
 MODES = {"memory": bench_memory, "latency": bench_latency, "convergence": bench_convergence, "node": bench_node,

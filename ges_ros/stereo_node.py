@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -75,6 +76,7 @@ class StereoNode(Node):
         self._subs: List[Any] = []
         self._reliability: Optional[QoSReliabilityPolicy] = None
         self._last_rx = [0.0] * 4
+        self.lost = [0] * 4               # per input: messages DDS discarded before the node took them
         self._started = time.monotonic()
         self._subscribe(self._wanted_reliability())
 
@@ -162,7 +164,10 @@ class StereoNode(Node):
         qos = QoSProfile(depth=depth, reliability=reliability, durability=qos_profile_sensor_data.durability,
                          history=qos_profile_sensor_data.history)
         types = (Image, Image, CameraInfo, CameraInfo)
-        self._subs = [self.create_subscription(t, name, (lambda m, i=i: self._on_input(i, m)), qos)
+        # DDS reports the messages it discarded before the node took them (history overwritten, samples lost)
+        self._subs = [self.create_subscription(t, name, (lambda m, i=i: self._on_input(i, m)), qos,
+                                               event_callbacks=SubscriptionEventCallbacks(
+                                                   message_lost=(lambda info, i=i: self._on_lost(i, info))))
                       for i, (t, name) in enumerate(zip(types, INPUTS))]
         self._reliability = reliability
 
@@ -176,6 +181,9 @@ class StereoNode(Node):
     def _on_input(self, index: int, msg) -> None:
         self._last_rx[index] = time.monotonic()
         self.sync.add(index, msg)
+
+    def _on_lost(self, index: int, info) -> None:
+        self.lost[index] += info.total_count_change
 
     def _on_synced(self, left, right, left_info, right_info) -> None:
         with self._cv:
@@ -289,6 +297,8 @@ class StereoNode(Node):
         for i, name in enumerate(self.processor.names):
             if self.sync.dropped[i]:
                 drops[f"unmatched {name}"] = self.sync.dropped[i]
+            if self.lost[i]:
+                drops[f"lost in transport {name}"] = self.lost[i]
         values = {
             "input_rate_hz": f"{in_rate:.2f}", "output_rate_hz": f"{out_rate:.2f}",
             "latency_ms_mean": f"{mean(lat):.1f}", "latency_ms_max": f"{lat[-1] if lat else 0:.1f}",
@@ -325,7 +335,12 @@ class StereoNode(Node):
         with self._cv:
             self._running = False
             self._cv.notify_all()
-        self._worker.join(timeout=5.0)
+        # an inference cannot be interrupted; leaving it running at interpreter exit aborts the process
+        # (torch's thread pool is torn down under it: "terminate called without an active exception")
+        self._worker.join(timeout=2.0)
+        if self._worker.is_alive():
+            rclpy.logging.get_logger(f"ges_ros.{self.get_name()}").info("waiting for the running inference to end")
+            self._worker.join()
         super().destroy_node()
 
 
