@@ -29,6 +29,8 @@ PARAMS = (
     Param("warm_start", False, "start the solver from the previous frame's fixed point (video streams)"),
     Param("input_scale", 1.0, "run the network on the pair resized by this factor; outputs stay at input resolution",
           (0.05, 4.0)),
+    Param("retry_input_scale", 0.0, "when inference fails on a pair (e.g. CUDA out of memory), retry it once at "
+          "input_scale times this factor; 0 = drop the pair", (0.0, 0.95)),
     Param("max_pixels", 0, "inputs with more pixels (after input_scale) are downscaled to fit; 0 = no limit",
           (0, 1 << 30)),
     Param("min_disparity", 0.0, "smallest pixel shift x_l - x_r accepted as valid (px)", (0.0, 4096.0)),

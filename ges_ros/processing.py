@@ -36,6 +36,7 @@ class ProcessingParams:
     iters: int = 4
     budget_ms: float = 0.0                 # 0 = run `iters`
     input_scale: float = 1.0               # run the network on a resized pair
+    retry_input_scale: float = 0.0         # inference failed: retry once at input_scale x this (0 = no retry)
     max_pixels: int = 0                    # larger inputs are downscaled to fit (0 = no limit)
     warm_start: bool = False
     min_disparity: float = 0.0             # search range, pixel shift x_l - x_r
@@ -87,6 +88,7 @@ class StereoProcessor:
         self._state = None
         self._last_stamp: Optional[float] = None
         self.clock_resets = 0
+        self.retries = 0                   # pairs whose inference failed and succeeded at a lower scale
 
     @property
     def network_max_disparity(self) -> float:
@@ -148,8 +150,20 @@ class StereoProcessor:
         if p.max_pixels and height * width * scale * scale > p.max_pixels:
             scale = math.sqrt(p.max_pixels / (height * width))
         t_dec = time.perf_counter()
-        pred = self.predictor.predict(left, right, iters=p.iters, budget_ms=p.budget_ms or None,
-                                      init=self._state if p.warm_start else None, scale=scale)
+        init = self._state if p.warm_start else None
+        try:
+            pred = self.predictor.predict(left, right, iters=p.iters, budget_ms=p.budget_ms or None, init=init,
+                                          scale=scale)
+        except Exception as exc:
+            if not 0.0 < p.retry_input_scale < 1.0:
+                raise
+            try:      # e.g. CUDA out of memory: the same pair with fewer pixels (and no warm start)
+                pred = self.predictor.predict(left, right, iters=p.iters, budget_ms=p.budget_ms or None,
+                                              scale=scale * p.retry_input_scale)
+            except Exception as again:
+                raise RuntimeError(f"{type(exc).__name__}: {exc}; retried at input scale "
+                                   f"{scale * p.retry_input_scale:g}: {type(again).__name__}: {again}") from again
+            self.retries += 1
         t_net = time.perf_counter()
         self._state = pred.state if p.warm_start else None
         self._last_stamp = stamp_seconds(stamp)

@@ -254,6 +254,7 @@ class StereoNode(Node):
                 self._throttled("internal_error", "error", f"pair dropped, internal error: {type(exc).__name__}: {exc}")
 
     def _process(self, pair) -> None:
+        retries = self.processor.retries
         try:
             result = self.processor.process(*pair, want_points=self.pub_points.get_subscription_count() > 0,
                                             want_color=self.pub_color.get_subscription_count() > 0)
@@ -265,6 +266,9 @@ class StereoNode(Node):
             self.drops["inference_error"] += 1
             self._throttled("inference_error", "error", f"pair dropped, inference failed: {type(exc).__name__}: {exc}")
             return
+        if self.processor.retries > retries:
+            self._throttled("retry", "warning", "inference failed on a pair; published it from a retry at input "
+                            f"scale x{self.processor.params.retry_input_scale:g}")
         if not self._running:
             return
         self.pub_disparity.publish(result.disparity)
@@ -306,6 +310,7 @@ class StereoNode(Node):
             "pairs_in": self.stats["pairs_in"], "pairs_out": self.stats["pairs_out"],
             "pairs_dropped": sum(drops.values()), "solver_fallbacks": self._fallbacks,
             "clock_resets": self.sync.clock_resets + self.processor.clock_resets,
+            "inference_retries": self.processor.retries,
             "qos_reliability": self._reliability.name.lower() if self._reliability is not None else "?",
         }
         values.update({f"dropped: {k}": v for k, v in sorted(drops.items())})

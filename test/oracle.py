@@ -20,9 +20,11 @@ class OraclePredictor:
         self.solver = "anderson"
         self.calls = 0
         self.fail_next = None
+        self.scales = []
 
     def predict(self, left, right, iters=None, budget_ms=None, init=None, scale=1.0):
         self.calls += 1
+        self.scales.append(scale)
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
             raise exc

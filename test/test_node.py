@@ -181,6 +181,19 @@ def test_inference_exception_is_reported_and_node_continues(oracle_harness):
     h.wait(lambda: h.count("disparity") == 1, 30, "next pair answered")
 
 
+def test_failed_inference_is_retried_at_a_lower_scale_when_configured(oracle_harness):
+    h, left, right, gt, valid, cam = oracle_harness
+    from rclpy.parameter import Parameter
+    assert h.node.set_parameters([Parameter("retry_input_scale", value=0.5)])[0].successful
+    h.node.predictor.fail_next = RuntimeError("CUDA out of memory (simulated)")
+    h.publish(pair(cam, left, right, 40))
+    h.wait(lambda: h.count("disparity") == 1, 30, "the pair answered from the retry")
+    assert h.node.predictor.scales[-2:] == [1.0, 0.5]
+    assert h.node.drops["inference_error"] == 0 and h.node.processor.retries == 1
+    h.wait(lambda: any(kv.key == "inference_retries" and kv.value == "1" for m in h.received["diagnostics"]
+                       for s in m.status for kv in s.values), 10, "retry in diagnostics")
+
+
 def test_node_runs_an_exported_onnx_model(tmp_path, tiny_weights, motorcycle_small):
     import warnings
     from ges_core.export import export
