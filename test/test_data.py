@@ -158,6 +158,19 @@ def test_procedural_disparity_is_exact_by_warping():
     assert not (unmatched[3] & (xs - unmatched[2] < 0)).any()
 
 
+def test_procedural_can_supervise_the_left_border_band():
+    """supervise_out_of_view: the same pair, with the pixels whose match leaves the right image marked valid too."""
+    from dataclasses import replace
+    cfg = ProceduralConfig(height=96, width=160, max_disp=40)
+    base = render_pair(np.random.default_rng(3), cfg)
+    full = render_pair(np.random.default_rng(3), replace(cfg, supervise_out_of_view=True))
+    for a, b in zip(base[:3], full[:3]):
+        np.testing.assert_array_equal(a, b)
+    out_of_view = np.arange(160)[None] - base[2] < 0
+    assert out_of_view.any()
+    np.testing.assert_array_equal(full[3], base[3] | (out_of_view & (base[2] >= 0)))
+
+
 def test_procedural_dataset_is_a_pure_function_of_the_index():
     ds = ProceduralDataset(render=ProceduralConfig(height=64, width=96, max_disp=20), seed=3)
     a, b = ds[5], ds[5]

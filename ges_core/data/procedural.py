@@ -228,6 +228,9 @@ class ProceduralConfig:
     ground_prob: float = 0.5
     misalign_prob: float = 0.2       # sub-pixel vertical misalignment of the right view
     jpeg_prob: float = 0.2
+    # supervise left pixels whose match falls outside the right image (the left border band, width = disparity):
+    # their disparity is known here, and a node publishes (and benchmarks score) every pixel with ground truth
+    supervise_out_of_view: bool = False
 
 
 def render_pair(rng: np.random.Generator, cfg: ProceduralConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -284,8 +287,10 @@ def render_pair(rng: np.random.Generator, cfg: ProceduralConfig) -> Tuple[np.nda
     if rng.random() < cfg.jpeg_prob:
         q = int(rng.integers(40, 95))
         left, right = (_jpeg(im, q) for im in (left, right))
-    xs = np.arange(w, dtype=np.float32)[None, :]
-    valid = (disp >= 0) & (xs - disp >= 0)        # the match must lie inside the right image
+    valid = disp >= 0
+    if not cfg.supervise_out_of_view:
+        xs = np.arange(w, dtype=np.float32)[None, :]
+        valid &= xs - disp >= 0                   # the match must lie inside the right image
     return left, right, np.maximum(disp, 0).astype(np.float32), valid
 
 
