@@ -458,7 +458,8 @@ def bench_accuracy(args) -> str:
     from . import load_predictor
     from .data.datasets import MotorcycleDataset, build_dataset
     from .evaluate import evaluate, format_table, mean_row
-    pred = load_predictor(args.weights, device=args.device)
+    from ges_ros.params import by_name          # the node's default solver (a plain table; no ROS needed)
+    pred = load_predictor(args.weights, device=args.device, solver=args.solver or by_name("solver").default)
     sets = [("motorcycle (scikit-image, Middlebury 2014, quarter size)", MotorcycleDataset())]
     if args.data and Path(args.data).is_dir():
         sets.insert(0, (f"scene folders of {args.data}", build_dataset("folder", args.data)))
@@ -664,6 +665,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--limit-gflop", type=float, default=0.0,
                    help="latency: skip configurations whose encoders + volume exceed this many GFLOP (0 = run all)")
     p.add_argument("--weights", default="default")
+    p.add_argument("--solver", default=None, help="accuracy: solver (default: the node's default)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "stereo"),
                    help="accuracy: scene folders with ground truth")
     p.add_argument("--record", default=None,

@@ -286,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("train-report", help="summarise and plot a run's metrics.jsonl")
-    p.add_argument("run", help="run directory, e.g. runs/procedural_cpu")
+    p = sub.add_parser("train-report", help="summarise and plot a run's metrics.jsonl (several dirs: its stages)")
+    p.add_argument("run", nargs="+", help="run directory, e.g. runs/procedural_cpu; several: the stages in order")
     p.add_argument("--png", help="write the loss/EPE curves here")
     p.set_defaults(func=_cmd_train_report)
 

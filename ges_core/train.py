@@ -16,7 +16,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -417,13 +417,21 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
-def training_report(run_dir: str, png: Optional[str] = None) -> Dict[str, Any]:
-    """Summarise a run's metrics.jsonl (steps, wall time, losses, held-out EPE) and plot its curves."""
-    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+def training_report(run_dirs: Union[str, Sequence[str]], png: Optional[str] = None) -> Dict[str, Any]:
+    """Summarise a run's metrics.jsonl (steps, wall time, losses, held-out EPE) and plot its curves. Several
+    directories are the stages of one run, in order (a later stage resumed from the earlier one's checkpoint)."""
+    dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
+    rows = []
+    for d in dirs:
+        path = Path(d) / "metrics.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"no metrics.jsonl in {d}")
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    run_dir = " + ".join(dirs)
     train = [r for r in rows if "loss" in r]
-    evals = [r for r in rows if r.get("kind") == "eval"]
+    evals = list({r["step"]: r for r in rows if r.get("kind") == "eval"}.values())   # one per step
     if not train:
-        raise ValueError(f"{run_dir}/metrics.jsonl has no training rows")
+        raise ValueError(f"{run_dir}: metrics.jsonl has no training rows")
     # wall time: sum of gaps between log lines, ignoring pauses between sittings (> 10 min)
     times = [r["time"] for r in train]
     hours = sum(b - a for a, b in zip(times, times[1:]) if b - a < 600) / 3600
@@ -445,6 +453,10 @@ def training_report(run_dir: str, png: Optional[str] = None) -> Dict[str, Any]:
             es = [e["step"] for e in evals]
             ax[1].plot(es, [e["heldout_epe"] for e in evals], marker="o", label="held-out EPE (final)")
             ax[1].plot(es, [e["heldout_init_epe"] for e in evals], marker="o", label="held-out EPE (volumetric init)")
+            both = [e for e in evals if "heldout_epe_all" in e]
+            if both:
+                ax[1].plot([e["step"] for e in both], [e["heldout_epe_all"] for e in both], marker="^",
+                           label="held-out EPE (final, border band included)")
             ax2 = ax[1].twinx()
             ax2.plot(es, [e["heldout_bad2"] for e in evals], marker="s", color="gray", label="held-out bad-2 %")
             ax2.set_ylabel("bad-2 %")

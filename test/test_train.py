@@ -195,3 +195,20 @@ def test_run_with_data_workers_exits_when_done(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ges_core.cli", "train", "--config", path, "--no-progress"],
                        capture_output=True, text=True, env=env, timeout=240)
     assert r.returncode == 0 and "(done)" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_training_report_joins_the_stages_of_a_run(tmp_path):
+    from ges_core.train import training_report
+    stage1, stage2 = tmp_path / "s1", tmp_path / "s2"
+    for d, steps in ((stage1, range(10, 40, 10)), (stage2, range(40, 70, 10))):
+        d.mkdir()
+        rows = [{"step": s, "loss": 1.0 / s, "epe": 2.0, "time": 1000.0 + s} for s in steps]
+        rows.append({"step": steps[-1], "kind": "eval", "heldout_epe": 3.0, "heldout_bad2": 9.0, "heldout_init_epe": 4.0})
+        rows.append(rows[-1])              # a finished run logs its final evaluation twice
+        (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    png = tmp_path / "curve.png"
+    s = training_report([str(stage1), str(stage2)], str(png))
+    assert s["steps"] == 60 and [e[0] for e in s["evals"]] == [30, 60]
+    assert s["hours"] == pytest.approx(50 / 3600) and png.stat().st_size > 0
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        training_report([str(stage1), str(tmp_path / "missing")])

@@ -25,7 +25,7 @@ def test_default_weights_load_on_cpu():
 
 
 def test_motorcycle_accuracy_holds(record):
-    pred = load_predictor("default", device="cpu")
+    pred = load_predictor("default", device="cpu", solver=record["solver"])
     s = MotorcycleDataset()[0]
     r = pred.predict(s["left"], s["right"], iters=record["iters"])
     ges = disparity_metrics(np.where(r.valid, r.disparity, 0), s["disparity"], s["valid"])
