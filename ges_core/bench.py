@@ -307,6 +307,7 @@ def bench_convergence(args) -> str:
     # (set, solver, start) -> per pair: residual and EPE at each k, and the converged EPE
     res: Dict[Tuple[str, str, str], List[List[float]]] = {}
     epe: Dict[Tuple[str, str, str], List[List[float]]] = {}
+    dist: Dict[Tuple[str, str, str], List[List[float]]] = {}
     converged: Dict[str, List[float]] = {}
     pairs = convergence_pairs(args)
     for name, s in tqdm(pairs, desc="convergence", unit="pair", disable=not sys.stderr.isatty()):
@@ -326,9 +327,16 @@ def bench_convergence(args) -> str:
                     trace = solve_trace(model, enc, solver=solver, iters=max(ks), init=init)
                     res.setdefault((name, solver, start), []).append([trace[k - 1][1] for k in ks])
                     epe.setdefault((name, solver, start), []).append([score(trace[k - 1][0]) for k in ks])
+                    dist.setdefault((name, solver, start), []).append(
+                        [float((trace[k - 1][0] - z_ref).norm() / z_ref.norm()) for k in ks])
     sets = list(dict.fromkeys(n for n, _ in pairs))
     mean_res = {key: np.mean(v, axis=0) for key, v in res.items()}
     mean_epe = {key: np.mean(v, axis=0) for key, v in epe.items()}
+    mean_dist = {key: np.mean(v, axis=0) for key, v in dist.items()}
+
+    def anderson_needs(name: str, table, value: float) -> str:
+        k = next((k for k, r in zip(ks, table[(name, "anderson", "cold")]) if r <= value), None)
+        return str(k) if k is not None else f"> {max(ks)}"
     notes, rows = [], []
     for name in sets:
         ref = float(np.mean(converged[name]))
@@ -337,15 +345,15 @@ def bench_convergence(args) -> str:
         if "hyper_anderson" in solvers and 4 in ks:
             r4 = mean_res[(name, "hyper_anderson", "cold")][ks.index(4)]
             e4 = mean_epe[(name, "hyper_anderson", "cold")][ks.index(4)]
-            ar = mean_res[(name, "anderson", "cold")]
-            need = next((k for k, r in zip(ks, ar) if r <= r4), None)
+            d4 = mean_dist[(name, "hyper_anderson", "cold")][ks.index(4)]
             notes.append(f"  - hyper_anderson, 4 iterations (cold): residual {r4:.2e}, which Anderson reaches at "
-                         f"{need if need is not None else '> ' + str(max(ks))} iterations (target: 8 or more); "
+                         f"{anderson_needs(name, mean_res, r4)} iterations (target: 8 or more); distance to the fixed "
+                         f"point {d4:.3f}, which Anderson reaches at {anderson_needs(name, mean_dist, d4)}; "
                          f"EPE {e4:.3f} px, {100 * (e4 / ref - 1):+.1f} % from converged (target within 2 %)")
         for solver in solvers:
             for start in ("cold", "warm"):
-                r, e = mean_res[(name, solver, start)], mean_epe[(name, solver, start)]
-                rows.append([name, solver, start, *(f"{ri:.1e} / {ei:.3f}" for ri, ei in zip(r, e))])
+                r, d, e = mean_res[(name, solver, start)], mean_dist[(name, solver, start)], mean_epe[(name, solver, start)]
+                rows.append([name, solver, start, *(f"{ri:.1e} / {di:.2f} / {ei:.3f}" for ri, di, ei in zip(r, d, e))])
     plots = []
     for name in sets:
         tag = name.split()[0].replace("-", "")
@@ -360,7 +368,8 @@ def bench_convergence(args) -> str:
             "folders of the evaluation data; held-out procedural: 256x512 pairs of a seed no training run uses. "
             "Cold = from the volumetric initial state (hyper_anderson: through its learned initializer); warm = from "
             "the 40-iteration Anderson fixed point plus 5 % noise (a stand-in for the previous video frame). Each "
-            "cell: mean relative residual / mean EPE (px) after that many iterations.", "", *notes, "",
+            "cell: mean relative residual |f(z)-z|/|f(z)| / mean relative distance to that fixed point |z-z*|/|z*| / "
+            "mean EPE (px) after that many iterations.", "", *notes, "",
             md_table(["set", "solver", "start", *(f"{k} it" for k in ks)], rows), ""]
     body += [f"![plot]({p})" for p in plots if p]
     body += ["", f"`ges bench convergence --weights {args.weights} --data {args.data}`"]

@@ -8,16 +8,20 @@ from ges_core import load_predictor
 from ges_core.deq.hyper import train_solver_from_config
 
 
-def test_train_solver_lowers_the_4_step_distance_and_loads(tmp_path, tiny_weights):
+@pytest.mark.parametrize("extra", [{}, {"init_levels": 3, "init_width": 16, "beta_max": 1.5}])
+def test_train_solver_lowers_the_4_step_distance_and_loads(tmp_path, tiny_weights, extra):
+    """The default solver and the one whose initializer also corrects the coarser hidden states."""
     out = train_solver_from_config(str(tiny_weights), {"steps": 40, "height": 32, "width": 64, "max_disp": 12,
-                                                       "fp_iters": 25, "lr": 0.003, "output": str(tmp_path / "w.safetensors")},
-                                   progress=False)
+                                                       "fp_iters": 25, "lr": 0.003, "output": str(tmp_path / "w.safetensors"),
+                                                       **extra}, progress=False)
     rows = [__import__("json").loads(l) for l in open(tmp_path / "w.jsonl")]
     first = np.mean([r["final_distance"] for r in rows[:8]])
     last = np.mean([r["final_distance"] for r in rows[-8:]])
     assert last < first
     pred = load_predictor(out, solver="hyper_anderson")
     assert pred.solver == "hyper_anderson" and pred.solvers == ("anderson", "fixed_point", "hyper_anderson")
+    hyper = pred.model.hyper_solver
+    assert len(hyper.init_coarse) == extra.get("init_levels", 1) - 1 and hyper.beta_max == extra.get("beta_max", 1.0)
     img = np.random.default_rng(0).integers(0, 255, (32, 64, 3), dtype=np.uint8)
     r = pred.predict(img, np.roll(img, -2, axis=1), iters=4)
     assert r.iters == 4 and np.isfinite(r.disparity).all()

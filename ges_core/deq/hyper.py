@@ -1,8 +1,8 @@
 """Learned hyper-Anderson solver, after Bai, Koltun & Kolter, "Neural Deep Equilibrium Solvers" (ICLR 2022).
 
 Two tiny networks around Anderson's update x_{k+1} = beta * sum_i alpha_i f(x_i) + (1 - beta) * sum_i alpha_i x_i:
-- an initializer that corrects the initial state (1/4-level hidden state and disparity) from the
-  volumetric branch's output, so the solve starts nearer the fixed point;
+- an initializer that corrects the initial state (1/4-level hidden state and disparity, and with init_levels=3 the
+  1/8 and 1/16 hidden states too) from the volumetric branch's output, so the solve starts nearer the fixed point;
 - a mixer that predicts alpha (softmax over the last m iterates, so it sums to 1 as Anderson's does) and the
   damping beta from the pooled recent residuals g_i = f(x_i) - x_i, instead of solving least squares.
 Trained with the GES weights frozen (`ges train-solver`): distance of every unrolled iterate to the
@@ -12,7 +12,7 @@ near the least-squares alpha while it learns.
 from __future__ import annotations
 
 import json
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,30 +24,47 @@ PREFIX = "hyper."
 
 
 class HyperAnderson(nn.Module):
-    def __init__(self, *, hidden: int, m: int = 5, features: int = 16) -> None:
+    def __init__(self, *, hidden: int, m: int = 5, features: int = 16, beta_max: float = 1.0,
+                 init_levels: int = 1, init_width: int = 32, coarse_hidden: Sequence[int] = ()) -> None:
         super().__init__()
-        self.hidden, self.m, self.features = hidden, m, features
+        self.hidden, self.m, self.features, self.beta_max = hidden, m, features, float(beta_max)
+        self.init_levels, self.init_width, self.coarse_hidden = init_levels, init_width, tuple(coarse_hidden)
+        if init_levels > 1 and len(self.coarse_hidden) < init_levels - 1:
+            raise ValueError(f"init_levels={init_levels} needs the channels of {init_levels - 1} coarser hidden "
+                             f"states, got {list(self.coarse_hidden)}")
         # residual maps at 1/4 (hidden channels + disparity) -> a pooled descriptor per iterate
         self.encode = nn.Sequential(nn.Conv2d(hidden + 1, features, 3, stride=2, padding=1), nn.ReLU(inplace=True),
                                     nn.Conv2d(features, features, 3, stride=2, padding=1), nn.ReLU(inplace=True))
         self.score = nn.Sequential(nn.Linear(2 * features + 1, 32), nn.ReLU(inplace=True), nn.Linear(32, 1))
         self.beta = nn.Sequential(nn.Linear(features + 1, 32), nn.ReLU(inplace=True), nn.Linear(32, 1))
-        nn.init.constant_(self.beta[-1].bias, 2.0)            # start near beta = 0.9
-        self.init_net = nn.Sequential(nn.Conv2d(hidden + 1, 32, 3, padding=1), nn.ReLU(inplace=True),
-                                      nn.Conv2d(32, hidden + 1, 3, padding=1))
-        nn.init.zeros_(self.init_net[-1].weight)              # starts as the identity
-        nn.init.zeros_(self.init_net[-1].bias)
+        # beta in (0, beta_max): above 1 it over-relaxes (extrapolates along the residual); start near beta = 0.9
+        nn.init.constant_(self.beta[-1].bias, float(torch.logit(torch.tensor(0.9 / self.beta_max))))
+        self.init_net = self._init_block(hidden + 1, init_width, hidden + 1)
+        # optional: the coarser levels' hidden states too (1/8, 1/16), from their own state and the disparity
+        self.init_coarse = nn.ModuleList(self._init_block(c + 1, init_width, c) for c in self.coarse_hidden[:init_levels - 1])
+
+    @staticmethod
+    def _init_block(cin: int, width: int, cout: int) -> nn.Sequential:
+        block = nn.Sequential(nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(width, cout, 3, padding=1))
+        nn.init.zeros_(block[-1].weight)                      # starts as the identity
+        nn.init.zeros_(block[-1].bias)
+        return block
 
     def config(self) -> Dict[str, int]:
-        return {"hidden": self.hidden, "m": self.m, "features": self.features}
+        return {"hidden": self.hidden, "m": self.m, "features": self.features, "beta_max": self.beta_max,
+                "init_levels": self.init_levels, "init_width": self.init_width, "coarse_hidden": list(self.coarse_hidden)}
 
     # ---------------------------------------------------------------- pieces
     def initialize(self, z0: torch.Tensor, unpack, pack) -> torch.Tensor:
         hidden, disp = unpack(z0)
         x = torch.cat([hidden[0], disp / 16.0], dim=1)
         delta = self.init_net(x)
-        h04 = hidden[0] + delta[:, :-1]
-        return pack([h04, *hidden[1:]], disp + delta[:, -1:] * 4.0)
+        new = [hidden[0] + delta[:, :-1]]
+        for net, h in zip(self.init_coarse, hidden[1:]):
+            d = F.adaptive_avg_pool2d(disp, h.shape[-2:]) / 16.0
+            new.append(h + net(torch.cat([h, d], dim=1)))
+        new += hidden[len(new):]
+        return pack(new, disp + delta[:, -1:] * 4.0)
 
     def _describe(self, g: torch.Tensor, unpack) -> torch.Tensor:
         hidden, disp = unpack(g)
@@ -63,7 +80,7 @@ class HyperAnderson(nn.Module):
         last = desc[:, -1:].expand_as(desc)
         scores = self.score(torch.cat([desc, last, lognorm], dim=-1)).squeeze(-1)
         alpha = scores.softmax(dim=1)
-        beta = torch.sigmoid(self.beta(torch.cat([desc[:, -1], lognorm[:, -1]], dim=-1)))
+        beta = self.beta_max * torch.sigmoid(self.beta(torch.cat([desc[:, -1], lognorm[:, -1]], dim=-1)))
         return alpha, beta
 
     # ---------------------------------------------------------------- solve
@@ -184,7 +201,7 @@ def train_solver_from_config(weights: str, cfg: Dict, *, progress: bool = True) 
     from ..model.ges import build_model
     from ..weights import load_weights, model_state, save_weights
     known = {"steps", "unroll", "fp_iters", "lr", "height", "width", "max_disp", "m", "features", "seed", "output",
-             "init_weight", "alpha_weight"}
+             "init_weight", "alpha_weight", "beta_max", "init_levels", "init_width"}
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise ValueError(f"unknown solver training options {unknown}; valid: {sorted(known)}")
@@ -192,7 +209,9 @@ def train_solver_from_config(weights: str, cfg: Dict, *, progress: bool = True) 
     model = build_model(config)
     model.load_state_dict(model_state(tensors))
     torch.manual_seed(int(cfg.get("seed", 0)))
-    solver = HyperAnderson(hidden=config.hidden_dims[0], m=int(cfg.get("m", 5)), features=int(cfg.get("features", 16)))
+    solver = HyperAnderson(hidden=config.hidden_dims[0], m=int(cfg.get("m", 5)), features=int(cfg.get("features", 16)),
+                           beta_max=float(cfg.get("beta_max", 1.0)), init_levels=int(cfg.get("init_levels", 1)),
+                           init_width=int(cfg.get("init_width", 32)), coarse_hidden=config.hidden_dims[1:])
     data = ProceduralDataset(render=ProceduralConfig(height=int(cfg.get("height", 128)), width=int(cfg.get("width", 256)),
                                                      max_disp=float(cfg.get("max_disp", 64))),
                              seed=20_000_000 + int(cfg.get("seed", 0)))
