@@ -627,6 +627,7 @@ def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple
         if camera.is_alive():
             camera.kill()
         ex.shutdown(timeout_sec=2.0)
+        th.join(timeout=5.0)          # out of spin_once before the node's handles go
         node.destroy_node()
         rclpy.shutdown(context=ctx)
 

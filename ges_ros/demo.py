@@ -134,6 +134,7 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
     finally:
         node_rc = node_proc.stop()
         executor.shutdown(timeout_sec=2.0)
+        spin.join(timeout=5.0)        # out of spin_once before the peer's handles go
         recorder.close()
         peer.destroy_node()
         rclpy.shutdown()

@@ -61,6 +61,10 @@ class StereoNode(Node):
         if predictor is None:
             predictor = self._load_predictor()
         self.predictor = predictor
+        wanted = self.get_parameter("solver").value
+        if wanted == "hyper_anderson" and not self._has_hyper_solver():
+            self.get_logger().warning(f"solver hyper_anderson: the weights ({self.get_parameter('weights').value}) "
+                                      "carry no trained hyper-Anderson solver; using anderson")
         self.processor = StereoProcessor(predictor, ProcessingParams.from_dict(self._param_values()), rclpy_types(),
                                          names=tuple(self.resolve_topic_name(n) for n in INPUTS))
         self.pub_disparity = self.create_publisher(DisparityImage, "disparity", 1)

@@ -78,11 +78,12 @@ class Harness:
         return len(self.received[name])
 
     def close(self) -> None:
+        # the spin thread must be out of spin_once before the nodes' handles are destroyed under it
         self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=5.0)
         self.node.destroy_node()
         self.peer.destroy_node()
         rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=5.0)
 
     def __enter__(self) -> "Harness":
         return self
