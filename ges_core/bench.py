@@ -581,7 +581,7 @@ def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple
     camera.start()
     rss: List[float] = []
     try:
-        kind, t_start = events.get(timeout=60)
+        events.get(timeout=60)        # ("start", t): the camera is publishing
         t0 = time.monotonic()
         base: Optional[Tuple[float, int]] = None
         sent = None
@@ -596,7 +596,6 @@ def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple
             if base is None and node.stats["pairs_out"] >= warmup_outputs:
                 base = (_rss_mb(), _threads())
             rss.append(_rss_mb())
-        # the pair in flight when publishing stopped: wait for it, then count
         # every message sent is paired (4 a pair), pushed out unmatched, reported lost by DDS, or still queued
         # in the synchronizer (at most its queue)
         def accounted() -> int:
@@ -604,6 +603,7 @@ def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple
         end = time.monotonic() + 60
         while time.monotonic() < end and accounted() < 4 * sent - 4 * node.sync.queue_size:
             time.sleep(0.1)
+        # the pair in flight when publishing stopped: wait for it, then count
         end = time.monotonic() + 60
         busy = node.stats["pairs_out"] + sum(node.drops.values())
         while time.monotonic() < end and busy < node.stats["pairs_in"]:

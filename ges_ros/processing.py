@@ -151,6 +151,7 @@ class StereoProcessor:
             scale = math.sqrt(p.max_pixels / (height * width))
         t_dec = time.perf_counter()
         init = self._state if p.warm_start else None
+        retried = False
         try:
             pred = self.predictor.predict(left, right, iters=p.iters, budget_ms=p.budget_ms or None, init=init,
                                           scale=scale)
@@ -164,8 +165,10 @@ class StereoProcessor:
                 raise RuntimeError(f"{type(exc).__name__}: {exc}; retried at input scale "
                                    f"{scale * p.retry_input_scale:g}: {type(again).__name__}: {again}") from again
             self.retries += 1
+            retried = True
         t_net = time.perf_counter()
-        self._state = pred.state if p.warm_start else None
+        # a retried pair's state has the smaller scale's shape: the next pair starts cold
+        self._state = pred.state if p.warm_start and not retried else None
         self._last_stamp = stamp_seconds(stamp)
 
         max_d = p.max_disparity if p.max_disparity > 0 else self.network_max_disparity
