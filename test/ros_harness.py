@@ -7,7 +7,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -47,13 +47,19 @@ class Harness:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
         self.wait(lambda: all(p.get_subscription_count() > 0 for p in self.pubs), 10, "node subscriptions")
         if qos.reliability == QoSReliabilityPolicy.RELIABLE:
             # the node (qos_reliability auto) switches to the publishers' reliable QoS within a second
             self.wait(lambda: self.node._reliability == QoSReliabilityPolicy.RELIABLE, 10, "reliable subscriptions")
             self.wait(lambda: all(p.get_subscription_count() > 0 for p in self.pubs), 10, "node resubscribed")
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:      # close() shut the context down: the way out, as for `ros2 run`
+            pass
 
     def _store(self, name: str) -> Callable:
         def cb(msg):
@@ -78,12 +84,13 @@ class Harness:
         return len(self.received[name])
 
     def close(self) -> None:
-        # the spin thread must be out of spin_once before the nodes' handles are destroyed under it
-        self.executor.shutdown(timeout_sec=2.0)
+        # as Ctrl-C does under `ros2 run`: the context goes first, so the spin thread leaves spin_once on its own;
+        # shutting the executor down while it spins destroys the guard condition a finishing task triggers
+        rclpy.shutdown(context=self.context)
         self._thread.join(timeout=5.0)
+        self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
         self.peer.destroy_node()
-        rclpy.shutdown(context=self.context)
 
     def __enter__(self) -> "Harness":
         return self
