@@ -168,7 +168,7 @@ class StereoNode(Node):
         qos = QoSProfile(depth=depth, reliability=reliability, durability=qos_profile_sensor_data.durability,
                          history=qos_profile_sensor_data.history)
         types = (Image, Image, CameraInfo, CameraInfo)
-        # DDS reports the messages it discarded before the node took them (history overwritten, samples lost)
+        # DDS's message-lost events (samples the middleware knows it lost); a KEEP_LAST history overwrite raises none
         self._subs = [self.create_subscription(t, name, (lambda m, i=i: self._on_input(i, m)), qos,
                                                event_callbacks=SubscriptionEventCallbacks(
                                                    message_lost=(lambda info, i=i: self._on_lost(i, info))))
