@@ -171,6 +171,19 @@ def test_procedural_can_supervise_the_left_border_band():
     np.testing.assert_array_equal(full[3], base[3] | (out_of_view & (base[2] >= 0)))
 
 
+def test_training_dataset_keeps_the_border_band_when_asked():
+    """The training path (augmentation on) must not drop what supervise_out_of_view asked for: the flag once
+    reached render_pair but the dataset masked the band again after augmenting."""
+    from dataclasses import replace
+    from ges_core.data.augment import AugmentConfig
+    render = ProceduralConfig(height=96, width=160, max_disp=40)
+    xs = np.arange(160)[None]
+    for flag in (False, True):
+        ds = ProceduralDataset(render=replace(render, supervise_out_of_view=flag), augment_cfg=AugmentConfig(), seed=1)
+        band = [(s["valid"] & (xs - s["disparity"] < 0)).sum() for s in (ds[i] for i in range(4))]
+        assert (sum(band) > 0) == flag, (flag, band)
+
+
 def test_procedural_dataset_is_a_pure_function_of_the_index():
     ds = ProceduralDataset(render=ProceduralConfig(height=64, width=96, max_disp=20), seed=3)
     a, b = ds[5], ds[5]

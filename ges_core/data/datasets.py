@@ -204,9 +204,10 @@ class ProceduralDataset:
         left, right, disp, valid = render_pair(rng, self.render)
         if self.augment_cfg is not None:
             left, right, disp, valid = augment(left, right, disp, valid, rng, self.augment_cfg)
-            # the crop may cut a pixel's match out of the right view
-            xs = np.arange(disp.shape[1], dtype=np.float32)[None, :]
-            valid = valid & (xs - disp >= 0)
+            if not self.render.supervise_out_of_view:
+                # the crop may cut a pixel's match out of the right view
+                xs = np.arange(disp.shape[1], dtype=np.float32)[None, :]
+                valid = valid & (xs - disp >= 0)
         return {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"procedural_{index}"}
 
 
