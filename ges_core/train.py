@@ -212,6 +212,7 @@ class Trainer:
             self.nan_skipped = int(state.get("nan_skipped", 0))
             torch.set_rng_state(state["rng"])
         self.stop_requested = False
+        self._heldout: Optional[List[Dict[str, Any]]] = None
 
     # ------------------------------------------------------------------ state
     def state(self) -> Dict[str, Any]:
@@ -330,8 +331,18 @@ class Trainer:
                 signal.signal(s, h)
         return {"step": self.step, "stopped": self.stop_requested, "nan_skipped": self.nan_skipped}
 
+    def _heldout_pairs(self) -> List[Dict[str, Any]]:
+        """Rendered once per run. On the H100 run every evaluation paused training for 70-100 s (8 of them, ~9 of
+        its 25 minutes): the pairs were rendered anew each time, in the main process, while 13 data workers held
+        the 16 cores."""
+        if self._heldout is None:
+            ds = heldout_dataset(self.cfg)
+            self._heldout = [ds[i] for i in range(self.cfg.eval_pairs)]
+        return self._heldout
+
     def _log_eval(self, log, writer) -> None:
-        res = evaluate_heldout(_unwrap(self.model), heldout_dataset(self.cfg), self.cfg.eval_pairs, self.device)
+        pairs = self._heldout_pairs()
+        res = evaluate_heldout(_unwrap(self.model), pairs, len(pairs), self.device)
         res.update(step=self.step, kind="eval")
         log.write(json.dumps(res) + "\n")
         log.flush()
@@ -339,8 +350,8 @@ class Trainer:
             for k, v in res.items():
                 if isinstance(v, float):
                     writer.add_scalar(f"heldout/{k}", v, self.step)
-            writer.add_image("heldout/disparity", disparity_preview(_unwrap(self.model), heldout_dataset(self.cfg)[0],
-                                                                    self.device), self.step, dataformats="HWC")
+            writer.add_image("heldout/disparity", disparity_preview(_unwrap(self.model), pairs[0], self.device),
+                             self.step, dataformats="HWC")
         self.model.train()
 
 
@@ -425,12 +436,15 @@ def training_report(run_dirs: Union[str, Sequence[str]], png: Optional[str] = No
     """Summarise a run's metrics.jsonl (steps, wall time, losses, held-out EPE) and plot its curves. Several
     directories are the stages of one run, in order (a later stage resumed from the earlier one's checkpoint)."""
     dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
-    rows = []
+    rows, starts = [], []
     for d in dirs:
         path = Path(d) / "metrics.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"no metrics.jsonl in {d}")
-        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        stage = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if stage and rows:
+            starts.append((min(r["step"] for r in stage), Path(d).name))
+        rows += stage
     run_dir = " + ".join(dirs)
     train = [r for r in rows if "loss" in r]
     evals = list({r["step"]: r for r in rows if r.get("kind") == "eval"}.values())   # one per step
@@ -468,6 +482,11 @@ def training_report(run_dirs: Union[str, Sequence[str]], png: Optional[str] = No
             ax[1].set_ylabel("EPE (px)")
             ax[1].legend(loc="upper right")
             ax[1].grid(alpha=0.3)
+        for step, name in starts:   # a later stage may change the data, so its held-out set too
+            for a in ax:
+                a.axvline(step, color="k", ls=":", lw=0.8)
+            ax[1].annotate(name, (step, 0.02), xycoords=("data", "axes fraction"), rotation=90, va="bottom",
+                           ha="right", fontsize=7)
         fig.suptitle(f"{run_dir}: {summary['steps']} steps, {hours:.2f} h")
         fig.tight_layout()
         fig.savefig(png, dpi=100)
