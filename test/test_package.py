@@ -127,7 +127,8 @@ def test_node_entry_point_starts_and_stops(tiny_weights):
             p.kill()
 
 
-@pytest.mark.parametrize("name", ["procedural_cpu", "sceneflow", "carla", "argoverse_finetune"])
+@pytest.mark.parametrize("name", ["procedural_cpu", "procedural_cpu_stage2", "procedural_gpu", "sceneflow", "carla",
+                                  "argoverse_finetune"])
 def test_training_configs_parse(name):
     from ges_core.train import TrainConfig
     cfg = TrainConfig.load(str(ROOT / "config" / "train" / f"{name}.yaml"))
