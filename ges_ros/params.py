@@ -23,7 +23,7 @@ PARAMS = (
           read_only=True),
     Param("device", "auto", "inference device: auto (CUDA if available, else CPU), cpu, cuda, cuda:N", read_only=True),
     Param("iters", 4, "solver iterations per pair (upper bound when budget_ms > 0)", (1, 64)),
-    Param("solver", "hyper_anderson", "fixed-point solver (hyper_anderson: the learned one shipped with the default "
+    Param("solver", "anderson", "fixed-point solver (hyper_anderson: the learned one shipped with the default "
           "weights; weights without it fall back to anderson with a warning)",
           choices=("hyper_anderson", "anderson", "fixed_point")),
     Param("budget_ms", 0.0, "latency budget for the network in ms; iterations stop before overrunning it (0 = fixed iters)",
