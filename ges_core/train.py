@@ -143,6 +143,31 @@ def _init_worker(_worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
+class RunDirBusy(OSError):
+    """Another trainer is writing this run directory."""
+
+
+def _lock_run_dir(out: Path):
+    """An exclusive lock on `out/.lock` (released when the returned file is closed or the process ends). Two trainers
+    on one directory overwrite each other's checkpoint.pt: seen when a resumed run started before the stopping one
+    had written its last checkpoint (it resumed from an older one, and the stopping run wrote a newer one after)."""
+    import fcntl
+    f = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise RunDirBusy(f"{out} is in use by another trainer (pid {holder}); wait until it has stopped (on SIGTERM "
+                         f"it finishes its step and writes its checkpoint), then resume, or use another out_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -259,6 +284,7 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        lock = _lock_run_dir(self.out) if self.rank == 0 else None
         model.train()
         old_handlers = self._handle_signals()
         writer = _tensorboard(self.out) if self.rank == 0 else None
@@ -329,6 +355,8 @@ class Trainer:
                 writer.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
+            if lock is not None:
+                lock.close()
         return {"step": self.step, "stopped": self.stop_requested, "nan_skipped": self.nan_skipped}
 
     def _heldout_pairs(self) -> List[Dict[str, Any]]:

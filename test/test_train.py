@@ -212,3 +212,20 @@ def test_training_report_joins_the_stages_of_a_run(tmp_path):
     assert s["hours"] == pytest.approx(50 / 3600) and png.stat().st_size > 0
     with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
         training_report([str(stage1), str(tmp_path / "missing")])
+
+
+def test_a_second_trainer_on_the_same_run_dir_is_refused(tmp_path):
+    """Two trainers writing one checkpoint.pt corrupt the run's lineage; the second one stops with a clear error,
+    writes nothing, and the directory is free again once the first is done."""
+    from ges_core.train import RunDirBusy, _lock_run_dir
+    cfg = TrainConfig.load(cfg_file(tmp_path, steps=2))
+    run = Path(cfg.out_dir)
+    run.mkdir(parents=True)
+    held = _lock_run_dir(run)          # stands in for a trainer that is still finishing
+    try:
+        with pytest.raises(RunDirBusy, match=rf"in use by another trainer \(pid {os.getpid()}\)"):
+            Trainer(cfg, progress=False).train()
+        assert not (run / "checkpoint.pt").exists()
+    finally:
+        held.close()
+    assert Trainer(cfg, progress=False).train()["step"] == 2
