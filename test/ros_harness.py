@@ -47,6 +47,7 @@ class Harness:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
         self.wait(lambda: all(p.get_subscription_count() > 0 for p in self.pubs), 10, "node subscriptions")
@@ -57,8 +58,9 @@ class Harness:
 
     def _spin(self) -> None:
         try:
-            self.executor.spin()
-        except ExternalShutdownException:      # close() shut the context down: the way out, as for `ros2 run`
+            while not self._stop.is_set():
+                self.executor.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:
             pass
 
     def _store(self, name: str) -> Callable:
@@ -84,13 +86,18 @@ class Harness:
         return len(self.received[name])
 
     def close(self) -> None:
-        # as Ctrl-C does under `ros2 run`: the context goes first, so the spin thread leaves spin_once on its own;
-        # shutting the executor down while it spins destroys the guard condition a finishing task triggers
-        rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=5.0)
+        # Under `ros2 run` callbacks and shutdown share the main thread, so no callback runs while the node is
+        # destroyed. Here the spin thread finishes its callback and leaves first. (rclpy.shutdown() destroys every
+        # node of the context before anything else: called while the thread ran a timer callback, it raised
+        # InvalidHandle "destruction was requested" in that callback.)
+        self._stop.set()
+        self._thread.join(timeout=60.0)
+        if self._thread.is_alive():
+            raise AssertionError("the spin thread is still in a callback 60 s after close()")
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
         self.peer.destroy_node()
+        rclpy.shutdown(context=self.context)
 
     def __enter__(self) -> "Harness":
         return self
