@@ -298,7 +298,9 @@ class Trainer:
         try:
             batches = iter(self._loader())
             while self.step < last and not self.stop_requested:
+                t_start = time.perf_counter()
                 left, right, disp, valid = to_batch(next(batches), self.device)
+                t_data = time.perf_counter() - t_start
                 with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                     out = model(left, right)
                 loss, stats = stereo_loss(out, disp, valid, max_disp=self.model_cfg.max_disp,
@@ -323,6 +325,9 @@ class Trainer:
                 steps_done += 1
                 stats.update(loss=float(loss), grad_norm=float(grad_norm), iters=out.iters,
                              residual=out.residuals[-1] if out.residuals else float("nan"))
+                # a step's wall time (checkpoints and evaluations excluded) and the part of it spent waiting
+                # for the data workers: on a GPU, data_s near step_s means the workers cannot keep up
+                stats.update(data_s=t_data, step_s=time.perf_counter() - t_start)
                 window.append(stats)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:

@@ -195,6 +195,9 @@ def test_run_with_data_workers_exits_when_done(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ges_core.cli", "train", "--config", path, "--no-progress"],
                        capture_output=True, text=True, env=env, timeout=240)
     assert r.returncode == 0 and "(done)" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    # the log says where each step's time went: waiting for the workers is part of the step
+    rows = losses(tmp_path / "run")
+    assert len(rows) == 3 and all(0 < row["data_s"] < row["step_s"] for row in rows), rows
 
 
 def test_training_report_joins_the_stages_of_a_run(tmp_path):
