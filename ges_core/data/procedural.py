@@ -191,9 +191,17 @@ def _render(surfaces: List[Surface], h: int, w: int, right: bool) -> Tuple[np.nd
             continue
         yy, xx = np.mgrid[ys:ye, xs:xe].astype(np.float32)
         if right:
-            xl = xx + s.disparity(xx, yy)
-            for _ in range(8):                     # x_l = x_r + d(x_l, y): contraction since |dd/dx| < 1
-                xl = xx + s.disparity(xl, yy)
+            # x_l = x_r + d(x_l, y): a contraction on the box, where |dd/dx| < 0.9, so iterated until it moves
+            # less than 1e-3 px (a slope near 0.9 needs dozens of steps). Off the box a curved surface's slope
+            # grows without bound and the iterate can run to inf (cv2.remap then never returns at
+            # BORDER_REFLECT), so it is kept within a margin of the box: solutions inside are unchanged,
+            # pixels whose solution lies outside stay outside the mask.
+            lo, hi = bx0 - 2.0, bx1 + 2.0
+            xl = np.clip(xx + s.disparity(xx, yy), lo, hi)
+            for _ in range(100):
+                prev, xl = xl, np.clip(xx + s.disparity(xl, yy), lo, hi)
+                if float(np.abs(xl - prev).max()) < 1e-3:
+                    break
         else:
             xl = xx
         d = s.disparity(xl, yy).astype(np.float32)
