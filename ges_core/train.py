@@ -221,6 +221,7 @@ class Trainer:
         if resume:
             state = load_checkpoint(resume)
             self.model.load_state_dict(state["model"])
+            schedule = [{k: g[k] for k in ("initial_lr", "max_lr", "min_lr")} for g in self.optimizer.param_groups]
             self.optimizer.load_state_dict(state["optimizer"])
             total = state["scheduler"].get("total_steps")
             if total is not None and total != cfg.steps and not reschedule:
@@ -229,7 +230,10 @@ class Trainer:
             if total == cfg.steps or total is None:
                 self.scheduler.load_state_dict(state["scheduler"])
             else:
-                # a new run length: the same one-cycle shape stretched to cfg.steps, continued from this step
+                # a new run length: the one-cycle shape of this config (its steps and its peak lr; the loaded
+                # optimizer state carries the old run's peak) stretched to cfg.steps, continued from this step
+                for group, peaks in zip(self.optimizer.param_groups, schedule):
+                    group.update(peaks)
                 for _ in range(int(state["step"])):
                     self.scheduler.step()
                 _warn(f"schedule changed from {total} to {cfg.steps} steps; lr now {self.scheduler.get_last_lr()[0]:.2e}")
@@ -323,7 +327,7 @@ class Trainer:
                 self.scheduler.step()
                 self.step += 1
                 steps_done += 1
-                stats.update(loss=float(loss), grad_norm=float(grad_norm), iters=out.iters,
+                stats.update(loss=float(loss.detach()), grad_norm=float(grad_norm), iters=out.iters,
                              residual=out.residuals[-1] if out.residuals else float("nan"))
                 # a step's wall time (checkpoints and evaluations excluded) and the part of it spent waiting
                 # for the data workers: on a GPU, data_s near step_s means the workers cannot keep up

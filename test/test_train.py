@@ -63,8 +63,18 @@ def test_resume_is_exact(tmp_path):
     with pytest.raises(ValueError, match="resume with steps: 6"):
         b.steps = 9
         Trainer(b, resume=str(tmp_path / "b" / "checkpoint.pt"), progress=False)
+    b.lr = 0.01
     tr2 = Trainer(b, resume=str(tmp_path / "b" / "checkpoint.pt"), progress=False, reschedule=True)
     assert tr2.step == 6 and tr2.scheduler.total_steps == 9
+    # the new schedule is this config's (steps and peak lr), at step 6: what a fresh 9-step run has there
+    ref = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=b.lr)
+    ref_sched = torch.optim.lr_scheduler.OneCycleLR(ref, max_lr=b.lr, total_steps=9, pct_start=b.pct_start,
+                                                    cycle_momentum=False, anneal_strategy="linear")
+    for _ in range(6):
+        ref.step()
+        ref_sched.step()
+    assert tr2.scheduler.get_last_lr()[0] == pytest.approx(ref_sched.get_last_lr()[0])
+    assert tr2.optimizer.param_groups[0]["lr"] == pytest.approx(ref_sched.get_last_lr()[0])
     sa, sb = load_checkpoint(str(tmp_path / "a" / "checkpoint.pt")), load_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))
     assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
 
