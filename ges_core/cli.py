@@ -142,12 +142,17 @@ def _cmd_export_weights(args: argparse.Namespace) -> int:
     from .model.ges import build_model
     from .train import load_checkpoint
     from .weights import save_weights
+    import dataclasses
     state = load_checkpoint(args.checkpoint)
     cfg = GESConfig.from_json(state["config"])
+    if args.topk is not None:
+        if args.topk < 0:
+            raise ValueError(f"--topk must be 0 (all bins) or a positive count, got {args.topk}")
+        cfg = dataclasses.replace(cfg, topk=args.topk)      # inference only: training uses train_topk
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     save_weights(args.output, model, cfg, half=not args.fp32, metadata={"train_step": str(state["step"])})
-    print(f"step {state['step']} -> {args.output}")
+    print(f"step {state['step']} (topk {cfg.topk}) -> {args.output}")
     return 0
 
 
@@ -303,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--fp32", action="store_true", help="store float32 instead of float16")
+    p.add_argument("--topk", type=int, help="soft-argmin candidates for the initial disparity at inference, stored "
+                                            "in the weights' config (0 = all bins, as in training); default: the "
+                                            "checkpoint's")
     p.set_defaults(func=_cmd_export_weights)
 
     p = sub.add_parser("export", help="ONNX / TorchScript with fixed iterations, verified against PyTorch")

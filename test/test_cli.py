@@ -85,6 +85,30 @@ def test_export_onnx_matches_pytorch(tmp_path, tiny_weights):
     assert (tmp_path / "m.pt").stat().st_size > 0
 
 
+def test_export_weights_from_a_checkpoint_sets_the_inference_topk(tmp_path):
+    import torch
+    from ges_core import GESConfig, build_model, load_predictor
+    from ges_core.train import save_checkpoint
+    torch.manual_seed(0)
+    cfg = GESConfig.preset("tiny")
+    model = build_model(cfg)
+    save_checkpoint(tmp_path / "c.pt", {"model": model.state_dict(), "optimizer": {}, "scheduler": {}, "step": 7,
+                                        "config": cfg.to_json()})
+    run("export-weights", tmp_path / "c.pt", "-o", tmp_path / "same.safetensors", "--fp32")
+    r = run("export-weights", tmp_path / "c.pt", "-o", tmp_path / "all.safetensors", "--fp32", "--topk", "0")
+    assert "step 7 (topk 0)" in r.stdout
+    same, every = (load_predictor(str(tmp_path / f), device="cpu") for f in ("same.safetensors", "all.safetensors"))
+    assert same.config.topk == cfg.topk != 0 and every.config.topk == 0
+    for k, v in model.state_dict().items():
+        assert torch.equal(every.model.state_dict()[k], v), k
+    # the setting reaches inference: the initial disparity differs, not the parameters
+    img = np.random.default_rng(0).integers(0, 255, (32, 64, 3), dtype=np.uint8)
+    a, b = (p.predict(img, np.roll(img, -3, axis=1), iters=1).disparity for p in (same, every))
+    assert not np.allclose(a, b)
+    bad = run("export-weights", tmp_path / "c.pt", "-o", tmp_path / "x.safetensors", "--topk", "-1", ok=False)
+    assert bad.returncode != 0 and "--topk must be 0" in bad.stderr and not (tmp_path / "x.safetensors").exists()
+
+
 @pytest.mark.parametrize("mode,extra", [
     ("memory", ["--preset", "tiny", "--height", "32", "--width", "64", "--iters-list", "1,2,4"]),
     ("latency", ["--presets", "tiny", "--sizes", "32x64", "--iters-list", "1,2", "--repeats", "1", "--variants",
