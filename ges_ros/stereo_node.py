@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_c
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -31,6 +32,8 @@ from .messages import diagnostics_msg, header, rclpy_types
 from .params import PARAMS, by_name
 from .processing import InputError, ProcessingParams, StereoProcessor
 from .sync import StereoSynchronizer
+
+RCLError = _rclpy_c.RCLError
 
 INPUTS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
 OK, WARN, ERROR = 0, 1, 2
@@ -366,6 +369,11 @@ def main(args: Optional[List[str]] = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except RCLError:
+        # rclpy's SIGINT handler shuts the context down from its own thread; a Ctrl-C landing just before the
+        # executor's first wait makes spin() fail on the dead context instead of raising the two above
+        if node is None or node.context.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()

@@ -130,6 +130,23 @@ def test_node_entry_point_starts_and_stops(tiny_weights):
             p.kill()
 
 
+def test_node_exits_cleanly_when_ctrl_c_lands_before_the_first_wait(tiny_weights):
+    """rclpy's SIGINT handler shuts the context down from its own thread. Landing after the node is up but before
+    the executor's first wait, spin() raised RCLError on the dead context and the node exited 1 (seen in CI).
+    Here the context is shut down at that moment the way the handler does it (a private rclpy handle)."""
+    code = ("import sys, rclpy\n"
+            "from ges_ros import stereo_node\n"
+            "real_spin = rclpy.spin\n"
+            "def spin(node, *a, **k):\n"
+            "    node.context._Context__context.shutdown()\n"
+            "    return real_spin(node, *a, **k)\n"
+            "rclpy.spin = spin\n"
+            f"sys.exit(stereo_node.main(['stereo_node', '--ros-args', '-p', 'weights:={tiny_weights}']))\n")
+    r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "shutting down: pairs_in=0" in r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("name", ["procedural_cpu", "procedural_cpu_stage2", "procedural_gpu", "sceneflow", "carla",
                                   "argoverse_finetune"])
 def test_training_configs_parse(name):
