@@ -180,7 +180,7 @@ def train_hyper_solver(model, solver: HyperAnderson, batches, *, steps: int, unr
         loss.backward()
         torch.nn.utils.clip_grad_norm_(solver.parameters(), 1.0)
         opt.step()
-        row = {"step": step + 1, "loss": float(loss), "final_distance": float(dist(fs[-1]).detach()),
+        row = {"step": step + 1, "loss": float(loss.detach()), "final_distance": float(dist(fs[-1]).detach()),
                "residual": info.residuals[-1]}
         history.append(row)
         bar.set_postfix(dist=f"{row['final_distance']:.3f}", res=f"{row['residual']:.2e}")
