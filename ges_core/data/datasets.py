@@ -19,7 +19,7 @@ import numpy as np
 
 from .augment import AugmentConfig, augment
 from .io import read_disparity, read_image, read_mask
-from .procedural import ProceduralConfig, render_pair
+from .procedural import ProceduralConfig, render_pair, supervised
 
 Sample = Dict[str, object]
 
@@ -204,10 +204,7 @@ class ProceduralDataset:
         left, right, disp, valid = render_pair(rng, self.render)
         if self.augment_cfg is not None:
             left, right, disp, valid = augment(left, right, disp, valid, rng, self.augment_cfg)
-            if not self.render.supervise_out_of_view:
-                # the crop may cut a pixel's match out of the right view
-                xs = np.arange(disp.shape[1], dtype=np.float32)[None, :]
-                valid = valid & (xs - disp >= 0)
+            valid = supervised(valid, disp, self.render)
         return {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"procedural_{index}"}
 
 

@@ -295,11 +295,16 @@ def render_pair(rng: np.random.Generator, cfg: ProceduralConfig) -> Tuple[np.nda
     if rng.random() < cfg.jpeg_prob:
         q = int(rng.integers(40, 95))
         left, right = (_jpeg(im, q) for im in (left, right))
-    valid = disp >= 0
-    if not cfg.supervise_out_of_view:
-        xs = np.arange(w, dtype=np.float32)[None, :]
-        valid &= xs - disp >= 0                   # the match must lie inside the right image
-    return left, right, np.maximum(disp, 0).astype(np.float32), valid
+    return left, right, np.maximum(disp, 0).astype(np.float32), supervised(disp >= 0, disp, cfg)
+
+
+def supervised(valid: np.ndarray, disp: np.ndarray, cfg: ProceduralConfig) -> np.ndarray:
+    """The pixels the loss sees: `valid`, less those whose match lies outside the right image unless
+    cfg.supervise_out_of_view (again after a crop, which can cut a match out of view)."""
+    if cfg.supervise_out_of_view:
+        return valid
+    xs = np.arange(disp.shape[1], dtype=np.float32)[None, :]
+    return valid & (xs - disp >= 0)
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
