@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -234,8 +235,10 @@ class Trainer:
                 # optimizer state carries the old run's peak) stretched to cfg.steps, continued from this step
                 for group, peaks in zip(self.optimizer.param_groups, schedule):
                     group.update(peaks)
-                for _ in range(int(state["step"])):
-                    self.scheduler.step()
+                with warnings.catch_warnings():   # replaying the schedule, not skipping an optimizer step
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                    for _ in range(int(state["step"])):
+                        self.scheduler.step()
                 _warn(f"schedule changed from {total} to {cfg.steps} steps; lr now {self.scheduler.get_last_lr()[0]:.2e}")
             self.step = int(state["step"])
             self.nan_skipped = int(state.get("nan_skipped", 0))
