@@ -235,16 +235,21 @@ class Trainer:
                 # optimizer state carries the old run's peak) stretched to cfg.steps, continued from this step
                 for group, peaks in zip(self.optimizer.param_groups, schedule):
                     group.update(peaks)
-                with warnings.catch_warnings():   # replaying the schedule, not skipping an optimizer step
-                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-                    for _ in range(int(state["step"])):
-                        self.scheduler.step()
+                self._advance_schedule(int(state["step"]))
                 _warn(f"schedule changed from {total} to {cfg.steps} steps; lr now {self.scheduler.get_last_lr()[0]:.2e}")
             self.step = int(state["step"])
             self.nan_skipped = int(state.get("nan_skipped", 0))
             torch.set_rng_state(state["rng"])
         self.stop_requested = False
         self._heldout: Optional[List[Dict[str, Any]]] = None
+
+    def _advance_schedule(self, steps: int) -> None:
+        """Move the lr schedule on without an optimizer step: replaying it on resume, or past a skipped step.
+        Both are deliberate, so torch's warning about calling them out of order is silenced here only."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            for _ in range(steps):
+                self.scheduler.step()
 
     # ------------------------------------------------------------------ state
     def state(self) -> Dict[str, Any]:
@@ -321,7 +326,7 @@ class Trainer:
                         raise RuntimeError(f"{nan_streak} non-finite losses in a row at step {self.step}; "
                                            f"last checkpoint: {self.out / 'checkpoint.pt'}")
                     self.step += 1
-                    self.scheduler.step()
+                    self._advance_schedule(1)
                     continue
                 nan_streak = 0
                 loss.backward()
