@@ -11,7 +11,8 @@
 #      at the step the probe started from; written to RUN_DIR/timed.yaml;
 #   3. train: resume RUN_DIR/checkpoint.pt with RUN_DIR/timed.yaml --reschedule until the schedule ends (the
 #      trainer evaluates and writes final.safetensors) or the budget runs out (SIGTERM: a checkpoint is written).
-# The probe's steps ran at CONFIG's placeholder lr; RUN_DIR/timed.log says how many and at what lr.
+# The probe's steps ran at CONFIG's placeholder lr: RUN_DIR/timed.log says how many, metrics.jsonl their lr.
+# RUN_DIR must be new (its metrics.jsonl is what the plan reads).
 set -u
 if [ $# -lt 5 ]; then
   sed -n 2,14p "$0"; exit 2
@@ -20,6 +21,9 @@ CONFIG=$1 RESUME=$2 RUN=$3 BUDGET=$4 RESUME_LR=$5 PROBE=${6:-90}
 GES=${GES:-python3 -m ges_core.cli}
 MARGIN=${MARGIN:-60}          # seconds kept for the trainer's start-up, its last checkpoint and the final evaluation
 T0=$(date +%s)
+if [ -e "$RUN/metrics.jsonl" ]; then
+  echo "timed_train: $RUN already holds a run; give a new RUN_DIR" >&2; exit 2
+fi
 mkdir -p "$RUN"
 LOG=$RUN/timed.log
 say() { echo "[timed_train $(( $(date +%s) - T0 )) s] $*" | tee -a "$LOG"; }
