@@ -148,8 +148,7 @@ def test_node_exits_cleanly_when_ctrl_c_lands_before_the_first_wait(tiny_weights
 
 
 @pytest.mark.parametrize("name", ["procedural_cpu", "procedural_cpu_stage2", "procedural_gpu", "procedural_gpu_stage4",
-                                  "sceneflow", "carla",
-                                  "argoverse_finetune"])
+                                  "sceneflow", "carla", "argoverse_finetune"])
 def test_training_configs_parse(name):
     from ges_core.train import TrainConfig
     cfg = TrainConfig.load(str(ROOT / "config" / "train" / f"{name}.yaml"))

@@ -51,9 +51,9 @@ run_until $(( T0 + PROBE )) --config "$CONFIG" --resume "$RESUME" --reschedule |
 [ -f "$RUN/checkpoint.pt" ] || { say "the probe wrote no checkpoint; see $RUN/train.log"; exit 1; }
 
 PYTHONPATH=${PYTHONPATH:-$PWD} python3 - "$CONFIG" "$RESUME" "$RUN" "$BUDGET" "$RESUME_LR" "$T0" "$MARGIN" <<'EOF' | tee -a "$LOG"
-import json, sys, time
-import yaml
-from ges_core.train import load_checkpoint
+import json, sys, time, warnings
+import torch, yaml
+from ges_core.train import TrainConfig, load_checkpoint
 config, resume, run, budget, resume_lr, t0, margin = sys.argv[1:]
 start = int(load_checkpoint(resume)["step"])
 rows = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
@@ -64,10 +64,16 @@ rate = sorted(rates[1:])[len(rates[1:]) // 2]           # median, the first inte
 done = int(load_checkpoint(f"{run}/checkpoint.pt")["step"])
 left = float(budget) - (time.time() - float(t0)) - float(margin)
 total = done + max(1, int(0.9 * rate * left))           # 10 % slack: a probe ran 10 % faster than its sequel on the CPU
+# the trainer's own schedule at peak 1, read at the resumed step, gives the peak that puts lr there at RESUME_LR
+unit = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+sched = torch.optim.lr_scheduler.OneCycleLR(unit, max_lr=1.0, total_steps=total, cycle_momentum=False,
+                                            pct_start=TrainConfig.load(config).pct_start, anneal_strategy="linear")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    for _ in range(start):
+        sched.step()
+peak = float(resume_lr) / sched.get_last_lr()[0]
 cfg = yaml.safe_load(open(config))
-pct = float(cfg.get("pct_start", 0.3))
-warm = pct * total - 1                                   # OneCycleLR's warm-up phase ends at this step
-peak = float(resume_lr) * (total - 1 - warm) / max(1.0, total - 1 - start)
 cfg.update(steps=total, lr=peak)
 yaml.safe_dump(cfg, open(f"{run}/timed.yaml", "w"), sort_keys=False)
 print(f"plan: the probe trained steps {start}-{done}; {rate:.3f} steps/s (median of {len(rates) - 1} intervals); "
