@@ -466,7 +466,7 @@ def bench_accuracy(args) -> str:
     """GES beside SGBM on real scenes (the shared evaluation folder and the motorcycle pair), and EPE vs iterations."""
     from . import load_predictor
     from .data.datasets import MotorcycleDataset, build_dataset
-    from .evaluate import evaluate, format_table, mean_row
+    from .evaluate import evaluate, format_table, mean_row, scored
     from ges_ros.params import by_name          # the node's default solver (a plain table; no ROS needed)
     pred = load_predictor(args.weights, device=args.device, solver=args.solver or by_name("solver").default)
     sets = [("motorcycle (scikit-image, Middlebury 2014, quarter size)", MotorcycleDataset())]
@@ -497,7 +497,7 @@ def bench_accuracy(args) -> str:
     for iters in args.iters_list:
         epe, bad2 = [], []
         for ds in all_ds:
-            for r in evaluate(ds, pred, iters=iters, progress=False):
+            for r in scored(evaluate(ds, pred, iters=iters, progress=False)):
                 epe.append(r["ges_epe"])
                 bad2.append(r["ges_bad2"])
         rows.append([iters, f"{np.mean(epe):.3f}", f"{np.mean(bad2):.2f}"])

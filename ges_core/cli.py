@@ -119,6 +119,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(format_table(rows, baseline=args.baseline is not None))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "mean": mean_row(rows)}, indent=1))
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        print(f"ges eval: {len(failed)} of {len(rows)} scenes could not be scored (named above); the other rows "
+              f"are written", file=sys.stderr)
+        return 1
     return 0
 
 

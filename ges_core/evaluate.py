@@ -20,7 +20,12 @@ def evaluate(dataset, predictor, *, iters: Optional[int] = None, baseline: Optio
     from tqdm import tqdm
     rows: List[Dict[str, object]] = []
     for i in tqdm(range(len(dataset)), disable=not progress, desc="eval", unit="pair"):
-        s = dataset[i]
+        try:
+            s = dataset[i]
+        except (OSError, ValueError) as exc:
+            # one unreadable scene must not cost the others their rows; the message names the file
+            rows.append({"scene": _scene_name(dataset, i), "error": str(exc)})
+            continue
         gt, valid = s["disparity"], s["valid"]
         row: Dict[str, object] = {"scene": s.get("name", str(i)), "size": f"{gt.shape[1]}x{gt.shape[0]}",
                                   "max_gt": float(gt[valid].max()) if valid.any() else 0.0}
@@ -45,8 +50,22 @@ def evaluate(dataset, predictor, *, iters: Optional[int] = None, baseline: Optio
     return rows
 
 
+def _scene_name(dataset, index: int) -> str:
+    names = getattr(dataset, "names", None)
+    return str(names[index]) if names is not None and index < len(names) else str(index)
+
+
+def scored(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
+    """The rows that have metrics (a scene that could not be read has only `error`)."""
+    return [r for r in rows if "error" not in r]
+
+
 def mean_row(rows: List[Dict[str, object]]) -> Dict[str, object]:
-    out: Dict[str, object] = {"scene": "mean", "size": ""}
+    """Means over the scored rows (scenes with an error are left out)."""
+    rows = scored(rows)
+    out: Dict[str, object] = {"scene": "mean", "size": "", "scenes": len(rows)}
+    if not rows:
+        return out
     for k in rows[0]:
         vals = [r[k] for r in rows if isinstance(r.get(k), (int, float))]
         if vals and k not in ("scene", "size"):
@@ -60,11 +79,15 @@ def format_table(rows: List[Dict[str, object]], *, baseline: bool) -> str:
     if baseline:
         head += ["SGBM EPE", "SGBM bad-2 %", "SGBM ms", "EPE ratio", "bad-2 ratio"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in [*rows, mean_row(rows)]:
+    good = scored(rows)
+    for r in [*good, *([mean_row(rows)] if good else [])]:
         cells = [str(r["scene"]), str(r.get("size", "")), f"{r['ges_epe']:.2f}", f"{r['ges_bad2']:.1f}",
                  f"{r['ges_ms']:.0f}"]
         if baseline:
             cells += [f"{r['sgbm_epe']:.2f}", f"{r['sgbm_bad2']:.1f}", f"{r['sgbm_ms']:.0f}",
                       f"{r['ges_epe'] / max(r['sgbm_epe'], 1e-9):.2f}", f"{r['ges_bad2'] / max(r['sgbm_bad2'], 1e-9):.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    for r in rows:
+        if "error" in r:
+            lines.append(f"\nnot scored: {r['scene']}: {r['error']}")
     return "\n".join(lines)

@@ -71,6 +71,45 @@ def test_eval_folder_with_sgbm(tmp_path, tiny_weights, motorcycle_small):
     assert res["rows"][0]["sgbm_epe"] < res["rows"][0]["ges_epe"]      # an untrained net loses to SGBM
 
 
+def test_eval_scores_dense_ground_truth_and_names_a_broken_scene(tmp_path, tiny_weights, motorcycle_small):
+    """invalid_value "none" (FlyingThings3D: dense) is read as every pixel valid; a scene that cannot be read is
+    named with its file, and the other scenes' rows are still printed and written (exit 1)."""
+    from ges_core.data.io import write_pfm
+    left, right, gt, valid, cam = motorcycle_small
+    for name, meta in (("a_dense", {"disparity_divisor": 1, "invalid_value": "none"}),
+                       ("b_broken", {"disparity_divisor": 1, "invalid_value": 0})):
+        scene = tmp_path / "data" / name
+        scene.mkdir(parents=True)
+        cv2.imwrite(str(scene / "left.png"), left[..., ::-1])
+        cv2.imwrite(str(scene / "right.png"), right[..., ::-1])
+        (scene / "meta.json").write_text(json.dumps(meta))
+    write_pfm(str(tmp_path / "data" / "a_dense" / "disp_left.pfm"), np.where(valid, gt, 0))
+    (tmp_path / "data" / "b_broken" / "disp_left.png").write_bytes(b"not a png")
+    r = run("eval", "--dataset", "folder", tmp_path / "data", "--weights", tiny_weights, "--iters", "1",
+            "--json", tmp_path / "r.json", ok=False)
+    assert r.returncode == 1, r.stderr
+    assert "| a_dense |" in r.stdout and "b_broken" in r.stdout and "disp_left.png" in r.stdout
+    assert "1 of 2 scenes could not be scored" in r.stderr
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert [row["scene"] for row in res["rows"]] == ["a_dense", "b_broken"]
+    assert "ges_epe" in res["rows"][0] and "disp_left.png" in res["rows"][1]["error"]
+    assert res["mean"]["scenes"] == 1 and res["mean"]["ges_epe"] == res["rows"][0]["ges_epe"]
+
+
+def test_scene_reader_dense_and_sparse_markers(tmp_path):
+    from ges_core.data.io import read_scene_disparity
+    raw = np.array([[0, 8], [16, 4]], np.uint16)
+    cv2.imwrite(str(tmp_path / "disp_left.png"), raw)
+    for invalid, want in (("none", [[1, 1], [1, 1]]), (0, [[0, 1], [1, 1]]), (4, [[1, 1], [1, 0]])):
+        (tmp_path / "meta.json").write_text(json.dumps({"disparity_divisor": 4, "invalid_value": invalid}))
+        d, v = read_scene_disparity(str(tmp_path / "disp_left.png"))
+        assert v.tolist() == np.array(want, bool).tolist(), invalid
+        assert d[1, 0] == 4.0
+    (tmp_path / "meta.json").write_text(json.dumps({"invalid_value": "never"}))
+    with pytest.raises(ValueError, match="meta.json"):
+        read_scene_disparity(str(tmp_path / "disp_left.png"))
+
+
 def test_export_onnx_matches_pytorch(tmp_path, tiny_weights):
     r = run("export", "--format", "onnx", "--height", "64", "--width", "96", "--iters", "2", "--weights",
             tiny_weights, "-o", tmp_path / "m.onnx")

@@ -95,23 +95,33 @@ def read_disparity(path: str) -> np.ndarray:
 
 
 def read_scene_disparity(path: str) -> Tuple[np.ndarray, np.ndarray]:
-    """disp_left.* of a scene folder, decoded with the folder's meta.json (disparity_divisor, invalid_value)."""
+    """disp_left.* of a scene folder, decoded with the folder's meta.json (disparity_divisor, invalid_value:
+    a number, "inf" (PFM: inf = no ground truth) or "none" (dense: every finite pixel has ground truth))."""
     meta_path = Path(path).parent / "meta.json"
     try:
         meta = json.loads(meta_path.read_text())
         divisor = float(meta.get("disparity_divisor", 1.0))
         invalid = meta.get("invalid_value", 0)
+        dense = isinstance(invalid, str) and invalid.lower() == "none"
+        no_value = invalid is None or dense or (isinstance(invalid, str) and invalid.lower() == "inf")
+        marker = None if no_value else float(invalid)
     except FileNotFoundError:
         raise FileNotFoundError(f"meta.json not found beside {path}") from None
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise ValueError(f"{meta_path}: bad meta.json ({exc})") from None
+        raise ValueError(f"{meta_path}: bad meta.json ({exc}); invalid_value is a number, \"inf\" or \"none\"") from None
     if str(path).lower().endswith(".pfm"):
         d = read_pfm(path)
         d = d[..., 0] if d.ndim == 3 else d
-        valid = np.isfinite(d) & (d > 0) if invalid in ("inf", None) else np.isfinite(d) & (d != float(invalid))
+        if dense:
+            valid = np.isfinite(d)
+        elif marker is None:
+            valid = np.isfinite(d) & (d > 0)
+        else:
+            valid = np.isfinite(d) & (d != marker)
         return np.where(valid, d / divisor, 0).astype(np.float32), valid
-    inv = 0 if invalid in ("inf", None) else float(invalid)
-    return read_png_disparity(path, divisor=divisor, invalid=inv)
+    # dense: no stored value marks "no ground truth" (NaN equals nothing)
+    invalid_png = float("nan") if dense else (0 if marker is None else marker)
+    return read_png_disparity(path, divisor=divisor, invalid=invalid_png)
 
 
 def read_mask(path: str) -> np.ndarray:
