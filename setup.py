@@ -43,7 +43,7 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "train": ["tensorboard", "matplotlib"],
+        "train": ["tensorboard", "matplotlib", "scikit-image"],   # scikit-image: the photo pairs' segments
         "test": ["pytest", "pytest-timeout", "hypothesis", "scikit-image", "onnx", "onnxruntime",
                  "colcon-common-extensions", "matplotlib"],
         "dev": ["ruff", "flake8"],

@@ -27,6 +27,10 @@ class GESConfig:
     # --- deep equilibrium --------------------------------------------------
     iters: int = 4                           # solver iterations at inference
     train_iters: int = 6                     # forward solver iterations in training
+    train_iters_max: int = 0                 # > train_iters: a random count in [train_iters, train_iters_max] per
+                                             # step, so states far along the solve are trained too (anytime DEQ)
+    fp_corrections: int = 0                  # training: this many states sampled along the solve also get a
+                                             # phantom step and a loss (DEQ-Flow's fixed-point correction)
     solver: str = "anderson"                 # fixed_point | anderson | hyper_anderson
     tol: float = 1e-4                        # relative residual to stop at
     anderson_m: int = 5

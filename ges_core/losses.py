@@ -17,11 +17,17 @@ def masked_smooth_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 
 
 def stereo_loss(out: GESOutput, target: torch.Tensor, valid: torch.Tensor, *, max_disp: float,
-                init_weight: float = 1.0, final_weight: float = 1.0) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """target, valid: (B, 1, H, W). Returns the loss and scalars for logging (EPE, bad-2 of the final)."""
+                init_weight: float = 1.0, final_weight: float = 1.0, correction_gamma: float = 0.8
+                ) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """target, valid: (B, 1, H, W). Returns the loss and scalars for logging (EPE, bad-2 of the final).
+    The fixed-point corrections (states sampled along the solve, earliest first) weigh final_weight * gamma^k,
+    k counted back from the last, as RAFT weighs its iterates."""
     mask = valid & (target < max_disp) & torch.isfinite(target)
     loss = init_weight * masked_smooth_l1(out.init_disparity, target, mask) \
         + final_weight * masked_smooth_l1(out.disparity, target, mask)
+    n = len(out.corrections)
+    for k, disparity in enumerate(out.corrections):
+        loss = loss + final_weight * correction_gamma ** (n - k) * masked_smooth_l1(disparity, target, mask)
     with torch.no_grad():
         err = (out.disparity - target).abs()[mask]
         init_err = (out.init_disparity - target).abs()[mask]

@@ -24,7 +24,8 @@ import torch
 
 from .config import GESConfig, read_yaml
 from .data.augment import AugmentConfig
-from .data.datasets import ProceduralDataset, build_dataset
+from .data.datasets import MixtureDataset, PhotoStereoDataset, ProceduralDataset, build_dataset
+from .data.photo_stereo import PhotoStereoConfig
 from .data.procedural import ProceduralConfig
 from .losses import stereo_loss
 from .model.ges import build_model
@@ -45,6 +46,7 @@ class TrainConfig:
     clip: float = 1.0
     init_weight: float = 1.0
     final_weight: float = 1.0
+    correction_gamma: float = 0.8     # weight of the fixed-point corrections (model.fp_corrections), per step back
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0               # 0 = only at the end
@@ -72,22 +74,61 @@ class TrainConfig:
         return GESConfig.from_dict({**dataclasses.asdict(base), **m})
 
 
+_GENERATORS = {"procedural": (ProceduralConfig, ProceduralDataset), "photo": (PhotoStereoConfig, PhotoStereoDataset)}
+
+
+def _generator(name: str, options: Dict[str, Any], *, seed: int, aug: Optional[AugmentConfig], where: str):
+    """An on-the-fly pair generator (procedural scenes, or pairs from single photographs) from its config keys."""
+    render_cls, dataset_cls = _GENERATORS[name]
+    names = {f.name for f in dataclasses.fields(render_cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown {name} options {unknown}; valid: {sorted(names)}")
+    render = render_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    return dataset_cls(render=render, augment_cfg=aug, seed=seed)
+
+
+def _generated(data: Dict[str, Any], *, seed: int, aug: Optional[AugmentConfig]):
+    """`dataset: procedural | photo`, or `dataset: mix` with `sources: [{dataset, weight, ...}, ...]`; keys beside
+    `sources` (size, disparity range) are shared by every source, which may override them."""
+    data = dict(data)
+    name = data.pop("dataset")
+    data.pop("seed", None)
+    if name != "mix":
+        return _generator(name, data, seed=seed, aug=aug, where="data")
+    sources = data.pop("sources", None)
+    if not sources:
+        raise ValueError("data: dataset 'mix' needs sources: [{dataset: procedural|photo, weight: w, ...}, ...]")
+    parts, weights = [], []
+    for k, src in enumerate(sources):
+        src = dict(src)
+        sub = src.pop("dataset", None)
+        if sub not in _GENERATORS:
+            raise ValueError(f"data.sources[{k}]: dataset must be one of {sorted(_GENERATORS)}, got {sub!r}")
+        weights.append(float(src.pop("weight", 1.0)))
+        # each source its own stream (seed, k): the same index in two sources draws unrelated scenes
+        parts.append(_generator(sub, {**data, **src}, seed=seed * 1000 + k, aug=aug, where=f"data.sources[{k}]"))
+    return MixtureDataset(parts, weights, seed=seed)
+
+
 def build_train_dataset(cfg: TrainConfig):
     data = dict(cfg.data)
-    name = data.pop("dataset", "procedural")
+    name = data.get("dataset", "procedural")
     aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.augment.items()})
-    if name == "procedural":
-        render = ProceduralConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "seed"})
-        return ProceduralDataset(render=render, augment_cfg=aug, seed=int(data.get("seed", cfg.seed)))
+    if name in _GENERATORS or name == "mix":
+        return _generated({**data, "dataset": name}, seed=int(data.get("seed", cfg.seed)), aug=aug)
+    data.pop("dataset", None)
     root = data.pop("root", None)
     return build_dataset(name, root, augment_cfg=aug, seed=cfg.seed, **data)
 
 
-def heldout_dataset(cfg: TrainConfig) -> ProceduralDataset:
-    """Procedural pairs never drawn in training (another seed), rendered at the training size."""
-    data = {k: v for k, v in cfg.data.items() if k not in ("dataset", "seed")}
-    render = ProceduralConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-    return ProceduralDataset(render=render, seed=10_000_000 + cfg.seed)
+def heldout_dataset(cfg: TrainConfig):
+    """Generated pairs never drawn in training (another seed), at the training size, without augmentation; for a
+    run on a dataset from files, procedural pairs of the default size."""
+    data = {"dataset": "procedural", **cfg.data}
+    if data["dataset"] not in _GENERATORS and data["dataset"] != "mix":
+        data = {"dataset": "procedural"}
+    return _generated(data, seed=10_000_000 + cfg.seed, aug=None)
 
 
 def to_batch(samples: List[Dict[str, Any]], device: torch.device):
@@ -316,7 +357,8 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                     out = model(left, right)
                 loss, stats = stereo_loss(out, disp, valid, max_disp=self.model_cfg.max_disp,
-                                          init_weight=cfg.init_weight, final_weight=cfg.final_weight)
+                                          init_weight=cfg.init_weight, final_weight=cfg.final_weight,
+                                          correction_gamma=cfg.correction_gamma)
                 self.optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):
                     self.nan_skipped += 1

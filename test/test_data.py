@@ -256,3 +256,80 @@ def test_photometric_augmentation_touches_only_the_right_image():
     l2, r2, d2, _ = augment(left, right, disp, valid, np.random.default_rng(0),
                             AugmentConfig(photometric_prob=1.0, occlusion_prob=1.0))
     assert np.array_equal(l2, left) and np.array_equal(d2, disp) and not np.array_equal(r2, right)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Three photographs in a folder, as ../shared/data/photos holds them (scikit-image's own pictures; the
+    motorcycle pair, evaluation data, is not among them)."""
+    from skimage import data as skdata
+    root = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut", "coffee", "chelsea"):
+        cv2.imwrite(str(root / f"{name}.jpg"), getattr(skdata, name)()[..., ::-1])
+    return root
+
+
+def test_photo_pair_left_is_the_photograph_and_disparity_is_exact(photo_folder):
+    """The left view is the photograph pixel for pixel (the crop the generator drew), and warping the right view
+    back with the disparity reproduces it wherever the match is visible."""
+    import ges_core.data.photo_stereo as P
+    cfg = P.PhotoStereoConfig(root=str(photo_folder), height=96, width=160, max_disp=40, misalign_prob=0,
+                              jpeg_prob=0)
+    crops = []
+    real_crop = P._photo_crop
+
+    def record(rng, paths, h, w):
+        crops.append(real_crop(rng, paths, h, w))
+        return crops[-1]
+    P._photo_crop = record
+    try:
+        errs, popped = [], 0
+        for i in range(4):
+            crops.clear()
+            left, right, disp, valid = P.render_photo_pair(np.random.default_rng(i), cfg)
+            assert left.shape == right.shape == (96, 160, 3) and disp.dtype == np.float32
+            np.testing.assert_array_equal(left, crops[0][:, :160])
+            assert valid.all() and disp.min() >= 0 and disp.max() <= 1.25 * 40 + 1
+            errs.append(_warp_error(left, right, disp, valid & (np.arange(160)[None] - disp >= 0)))
+    finally:
+        P._photo_crop = real_crop
+    # the view-dependent gain (<= 5 %) and occlusions are the only differences
+    assert np.median(errs) < 0.03, errs
+    # discontinuities follow the photograph's segments: disparity is not one smooth field
+    jumps = np.abs(np.diff(disp, axis=1)) > 1
+    assert jumps.mean() < 0.2
+
+
+def test_photo_pairs_pure_function_of_the_index_and_errors(photo_folder, tmp_path):
+    from ges_core.data.datasets import PhotoStereoDataset
+    from ges_core.data.photo_stereo import PhotoStereoConfig, photo_paths
+    ds = PhotoStereoDataset(render=PhotoStereoConfig(root=str(photo_folder), height=64, width=96, max_disp=20), seed=2)
+    a, b = ds[5], ds[5]
+    assert np.array_equal(a["left"], b["left"]) and np.array_equal(a["disparity"], b["disparity"])
+    assert not np.array_equal(ds[6]["disparity"], a["disparity"])
+    with pytest.raises(FileNotFoundError, match="photo folder not found"):
+        photo_paths(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="no images"):
+        photo_paths(str(tmp_path))
+
+
+def test_training_mixture_of_photo_and_procedural_pairs(photo_folder, tmp_path):
+    """`dataset: mix`: sources drawn by weight, per index, reproducibly; shared keys reach every source; a typo in
+    a source's options is an error naming it."""
+    from ges_core.train import TrainConfig, build_train_dataset, heldout_dataset
+    data = {"dataset": "mix", "height": 48, "width": 80, "max_disp": 16, "seed": 1,
+            "sources": [{"dataset": "photo", "weight": 3, "root": str(photo_folder)},
+                        {"dataset": "procedural", "weight": 1}]}
+    cfg = TrainConfig(data=data, augment={"crop": [48, 80]}, out_dir=str(tmp_path))
+    ds = build_train_dataset(cfg)
+    names = [ds[i]["name"].split("_")[0] for i in range(40)]
+    assert names == [ds[i]["name"].split("_")[0] for i in range(40)]
+    assert 20 <= names.count("photo") <= 38 and names.count("procedural") >= 2
+    assert all(ds[i]["left"].shape == (48, 80, 3) for i in range(3))
+    held = heldout_dataset(cfg)
+    assert held[0]["left"].shape == (48, 80, 3) and not np.array_equal(held[0]["left"], ds[0]["left"])
+    bad = {**data, "sources": [{"dataset": "photo", "root": str(photo_folder), "max_dips": 3}]}
+    with pytest.raises(ValueError, match=r"sources\[0\].*max_dips"):
+        build_train_dataset(TrainConfig(data=bad, out_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="one of"):
+        build_train_dataset(TrainConfig(data={**data, "sources": [{"dataset": "kitti"}]}, out_dir=str(tmp_path)))

@@ -129,3 +129,31 @@ def test_deq_training_graph_does_not_grow_with_iterations():
         return count[0]
     assert saved_tensors("phantom", 16) == saved_tensors("phantom", 2)
     assert saved_tensors("bptt", 16) > 4 * saved_tensors("bptt", 2) / 2
+
+
+def test_anytime_training_draws_iterations_and_supervises_states_along_the_solve():
+    """train_iters_max: a random forward count per step; fp_corrections: states sampled along the solve come back
+    decoded (with a gradient) and enter the loss; at inference neither applies."""
+    import dataclasses
+    from ges_core import GESConfig, build_model
+    from ges_core.losses import stereo_loss
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(GESConfig.preset("tiny"), train_iters=2, train_iters_max=6, fp_corrections=2)
+    model = build_model(cfg).train()
+    x = torch.rand(1, 3, 32, 64) * 255
+    counts = set()
+    for _ in range(12):
+        out = model(x, x)
+        counts.add(out.iters)
+        assert 1 <= len(out.corrections) <= 2 and all(c.shape == out.disparity.shape for c in out.corrections)
+        assert all(c.requires_grad for c in out.corrections)
+    assert counts <= set(range(2, 7)) and len(counts) >= 3
+    target, valid = torch.full((1, 1, 32, 64), 3.0), torch.ones(1, 1, 32, 64, dtype=torch.bool)
+    with_corr, _ = stereo_loss(out, target, valid, max_disp=32)
+    without, _ = stereo_loss(out._replace(corrections=()), target, valid, max_disp=32)
+    assert float(with_corr.detach()) > float(without.detach())
+    with_corr.backward()
+    model.eval()
+    with torch.no_grad():
+        out = model(x, x)
+    assert out.corrections == () and out.iters == cfg.iters

@@ -19,6 +19,7 @@ import numpy as np
 
 from .augment import AugmentConfig, augment
 from .io import read_disparity, read_image, read_mask
+from .photo_stereo import PhotoStereoConfig, render_photo_pair
 from .procedural import ProceduralConfig, render_pair, supervised
 
 Sample = Dict[str, object]
@@ -206,6 +207,52 @@ class ProceduralDataset:
             left, right, disp, valid = augment(left, right, disp, valid, rng, self.augment_cfg)
             valid = supervised(valid, disp, self.render)
         return {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"procedural_{index}"}
+
+
+@dataclass
+class PhotoStereoDataset:
+    """Infinite pairs from single photographs (`photo_stereo`); sample i is a pure function of (seed, i)."""
+    render: PhotoStereoConfig = field(default_factory=PhotoStereoConfig)
+    augment_cfg: Optional[AugmentConfig] = None
+    seed: int = 0
+    length: int = 10 ** 9
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Sample:
+        rng = np.random.default_rng([self.seed, index])
+        left, right, disp, valid = render_photo_pair(rng, self.render)
+        if self.augment_cfg is not None:
+            left, right, disp, valid = augment(left, right, disp, valid, rng, self.augment_cfg)
+            valid = supervised(valid, disp, self.render)
+        return {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"photo_{index}"}
+
+
+@dataclass
+class MixtureDataset:
+    """Infinite generators mixed by weight: sample i draws its source from (seed, i), so the stream is as
+    reproducible as its parts. The sources must produce samples of one size (a batch stacks them)."""
+    parts: Sequence[object]
+    weights: Sequence[float]
+    seed: int = 0
+    length: int = 10 ** 9
+
+    def __post_init__(self) -> None:
+        if len(self.parts) != len(self.weights) or not self.parts:
+            raise ValueError(f"a mixture needs one weight per source, got {len(self.parts)} sources and "
+                             f"{len(self.weights)} weights")
+        w = np.asarray(self.weights, np.float64)
+        if (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"mixture weights must be >= 0 with a positive sum, got {list(self.weights)}")
+        self._p = w / w.sum()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Sample:
+        which = int(np.random.default_rng([self.seed, index, 7]).choice(len(self.parts), p=self._p))
+        return self.parts[which][index]
 
 
 class MotorcycleDataset:

@@ -26,6 +26,8 @@ class GESOutput(NamedTuple):
     iters: int                     # solver iterations run
     state: torch.Tensor            # (B, N) flat fixed point, the warm start for the next frame
     diverged: bool                 # the solver met a non-finite value
+    corrections: Tuple[torch.Tensor, ...] = ()   # training with fp_corrections: (B, 1, H, W) disparities decoded from
+                                                 # states sampled along the solve, earliest first; empty otherwise
 
 
 @dataclass
@@ -152,17 +154,31 @@ class GES(nn.Module):
         check_backward(cfg.backward)
         enc = self.encode(left, right)
         grad = torch.is_grad_enabled() and self.training
-        iters = iters or (cfg.train_iters if self.training else cfg.iters)
+        iters = iters or (self._train_iters() if self.training else cfg.iters)
+        corrections: Tuple[torch.Tensor, ...] = ()
         if grad and cfg.backward == "bptt":
             z, info = self._unrolled(enc, iters, init)
         else:
-            z, info = self.solve(enc, iters=iters, solver=solver, init=init)
+            trace: Optional[List[torch.Tensor]] = [] if grad and cfg.fp_corrections > 0 else None
+            z, info = self.solve(enc, iters=iters, solver=solver, init=init,
+                                 observe=trace.append if trace is not None else None)
             if grad:
-                z = BACKWARDS[cfg.backward](lambda s: self.step(s, enc), z, steps=cfg.phantom_steps,
-                                            tau=cfg.phantom_tau, iters=cfg.ift_iters, tol=cfg.ift_tol)
+                def attach(s: torch.Tensor) -> torch.Tensor:
+                    return BACKWARDS[cfg.backward](lambda x: self.step(x, enc), s, steps=cfg.phantom_steps,
+                                                   tau=cfg.phantom_tau, iters=cfg.ift_iters, tol=cfg.ift_tol)
+                z = attach(z)
+                if trace:
+                    corrections = tuple(self.decode(attach(trace[k]), enc)[0] for k in _sample_states(
+                        len(trace) - 1, cfg.fp_corrections))
         disparity, confidence = self.decode(z, enc)
         return GESOutput(disparity, self.upsample_init(enc), confidence, info.residuals, info.iters,
-                         z.detach(), info.diverged)
+                         z.detach(), info.diverged, corrections)
+
+    def _train_iters(self) -> int:
+        """The forward iterations of one training step: fixed, or drawn from torch's generator (so a resumed run,
+        which restores that generator, draws the same counts)."""
+        lo, hi = self.config.train_iters, self.config.train_iters_max
+        return int(torch.randint(lo, hi + 1, ()).item()) if hi > lo else lo
 
     def _unrolled(self, enc: Encoded, iters: int, init: Optional[torch.Tensor]) -> Tuple[torch.Tensor, SolverInfo]:
         z = self.initial_state(enc) if init is None else init
@@ -174,6 +190,17 @@ class GES(nn.Module):
             info.iters += 1
             z = fz
         return z, info
+
+
+def _sample_states(available: int, count: int) -> List[int]:
+    """`count` distinct indices of the solve's states before the last, spread over the trajectory (stratified:
+    one drawn uniformly in each of `count` equal spans), earliest first."""
+    if available <= 0:
+        return []
+    count = min(count, available)
+    edges = torch.linspace(0, available, count + 1)
+    picks = [int(edges[i] + torch.rand(()) * (edges[i + 1] - edges[i])) for i in range(count)]
+    return sorted({min(p, available - 1) for p in picks})
 
 
 def build_model(config: GESConfig) -> GES:
