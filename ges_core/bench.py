@@ -378,7 +378,7 @@ def bench_convergence(args) -> str:
 
 # ------------------------------------------------------------------------------ node
 def bench_node(args) -> str:
-    from ges_ros.geometry import StereoCalibration, colorize, to_ros_disparity
+    from .geometry import StereoCalibration, colorize, to_ros_disparity
     from ges_ros.image_codec import image_to_rgb8
     from ges_ros.messages import disparity_msg, header, image_msg, pointcloud_msg, rosbags_types, rclpy_types
     h, w = args.node_size

@@ -41,7 +41,7 @@ def _pairs(left: str, right: str):
 
 
 def _calibration(args: argparse.Namespace, width: int, height: int):
-    from ges_ros.geometry import StereoCalibration
+    from .geometry import StereoCalibration
     from .data.io import read_calib
     if args.calib:
         c = read_calib(args.calib)
@@ -62,7 +62,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
     from tqdm import tqdm
-    from ges_ros.geometry import colorize, point_cloud_xyz, to_ros_disparity
+    from .geometry import colorize, point_cloud_xyz, to_ros_disparity
     from .data.io import read_image, write_ply, write_pfm
 
     pairs = _pairs(args.left, args.right)

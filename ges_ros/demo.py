@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .bag import BagWriter
-from .geometry import colorize
+from ges_core.geometry import colorize
 from .messages import rosbags_types, unpack_cloud
 from .sample import MOTORCYCLE, motorcycle, stereo_messages
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .geometry import StereoCalibration, point_cloud_xyz, valid_window
+from ges_core.geometry import StereoCalibration, point_cloud_xyz, valid_window
 
 # PointField datatype codes (sensor_msgs/PointField)
 FLOAT32 = 7
@@ -159,6 +159,24 @@ def camera_info_msg(types: MessageTypes, hdr, *, width: int, height: int, fx: fl
     roi = types.RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return types.CameraInfo(header=hdr, height=int(height), width=int(width), distortion_model="plumb_bob",
                             d=np.zeros(5), k=k, r=r, p=p, binning_x=0, binning_y=0, roi=roi)
+
+
+def info_field(info, name: str):
+    """A CameraInfo matrix field whatever the message's generation: ROS 2 names them d k r p, ROS 1 (a ROS 1 bag
+    read by rosbags) D K R P."""
+    value = getattr(info, name, None)
+    if value is None:
+        value = getattr(info, name.upper(), None)
+    if value is None:
+        raise AttributeError(f"CameraInfo has neither {name!r} (ROS 2) nor {name.upper()!r} (ROS 1)")
+    return value
+
+
+def calibration_from_camera_info(left, right) -> StereoCalibration:
+    """The pair's rectified geometry from its two CameraInfo messages (ROS 1 or ROS 2)."""
+    return StereoCalibration.from_projections(info_field(left, "p"), info_field(right, "p"),
+                                              size_left=(left.width, left.height),
+                                              size_right=(right.width, right.height))
 
 
 def diagnostics_msg(types: MessageTypes, hdr, name: str, level: int, message: str, values: Dict[str, Any],

@@ -15,9 +15,10 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from .geometry import CalibrationError, StereoCalibration, colorize, to_ros_disparity
+from ges_core.geometry import CalibrationError, StereoCalibration, colorize, to_ros_disparity
 from .image_codec import ImageError, to_rgb8
-from .messages import MessageTypes, disparity_msg, header, image_msg, pointcloud_msg
+from .messages import (MessageTypes, calibration_from_camera_info, disparity_msg, header, image_msg, info_field,
+                       pointcloud_msg)
 
 # a stamp this far behind the previous one is a clock reset (bag loop), not a stray old message
 CLOCK_RESET_S = 1.0
@@ -99,11 +100,14 @@ class StereoProcessor:
         self._last_stamp = None
 
     def calibration(self, left_info, right_info) -> StereoCalibration:
-        key = (tuple(left_info.p), tuple(right_info.p), left_info.width, left_info.height,
-               right_info.width, right_info.height)
+        try:
+                key = (tuple(info_field(left_info, "p")), tuple(info_field(right_info, "p")), left_info.width,
+                   left_info.height, right_info.width, right_info.height)
+        except (AttributeError, TypeError) as exc:
+            raise InputError("bad_camera_info", f"{self.names[2]}/{self.names[3]}: not a CameraInfo ({exc})") from None
         if key != self._calib_key:
             try:
-                calib = StereoCalibration.from_camera_info(left_info, right_info)
+                calib = calibration_from_camera_info(left_info, right_info)
             except CalibrationError as exc:
                 raise InputError("bad_camera_info", f"{self.names[2]}/{self.names[3]}: {exc}") from None
             self._calib_key, self._calib = key, calib

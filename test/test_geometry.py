@@ -4,9 +4,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ges_ros.geometry import (CalibrationError, StereoCalibration, depth_from_disparity, point_cloud_xyz,
-                              to_ros_disparity, valid_window)
-from ges_ros.messages import pointcloud_msg, rosbags_types, header, unpack_cloud
+from ges_core.geometry import (CalibrationError, StereoCalibration, depth_from_disparity, point_cloud_xyz,
+                               to_ros_disparity, valid_window)
+from ges_ros.messages import calibration_from_camera_info, pointcloud_msg, rosbags_types, header, unpack_cloud
 
 
 def info(fx=500.0, cx=100.0, cy=50.0, tx=0.0, w=200, h=100):
@@ -14,7 +14,7 @@ def info(fx=500.0, cx=100.0, cy=50.0, tx=0.0, w=200, h=100):
 
 
 def calib(doffs=4.0):
-    return StereoCalibration.from_camera_info(info(), info(cx=100.0 - doffs, tx=-500.0 * 0.2))
+    return calibration_from_camera_info(info(), info(cx=100.0 - doffs, tx=-500.0 * 0.2))
 
 
 def test_convention_and_depth():
@@ -47,7 +47,14 @@ def test_points_and_clipping():
 ])
 def test_calibration_exceptions(left, right, match):
     with pytest.raises(CalibrationError, match=match):
-        StereoCalibration.from_camera_info(left, right)
+        calibration_from_camera_info(left, right)
+
+
+def test_ros1_camera_info_field_names():
+    """A ROS 1 CameraInfo (read from a ROS 1 bag) names its matrices D K R P; the calibration reads either."""
+    ros1 = [SimpleNamespace(P=m.p, width=m.width, height=m.height) for m in (info(), info(cx=96.0, tx=-100.0))]
+    c = calibration_from_camera_info(*ros1)
+    assert c == calib(doffs=4.0)
 
 
 def test_valid_window_never_underflows():

@@ -1,4 +1,5 @@
-"""Stereo geometry from CameraInfo, in stereo_image_proc's conventions; pure numpy.
+"""Stereo geometry of a rectified pair, in stereo_image_proc's conventions; pure numpy (ROS messages are read
+into it by ges_ros.messages.calibration_from_camera_info).
 
     network disparity   d_net = x_l - x_r                       (pixel shift, >= 0)
     published disparity d = d_net - (cx_l - cx_r)               (stereo_image_proc)
@@ -34,9 +35,12 @@ class StereoCalibration:
         return self.cx_left - self.cx_right
 
     @classmethod
-    def from_camera_info(cls, left, right) -> "StereoCalibration":
-        pl = [float(v) for v in left.p]
-        pr = [float(v) for v in right.p]
+    def from_projections(cls, p_left, p_right, *, size_left: Tuple[int, int], size_right: Tuple[int, int]
+                         ) -> "StereoCalibration":
+        """From the two rectified 3x4 projection matrices (12 numbers each, row-major, as CameraInfo's P) and the
+        (width, height) each belongs to; T = -P_right[3] / P_right[0]."""
+        pl = [float(v) for v in p_left]
+        pr = [float(v) for v in p_right]
         if len(pl) != 12 or len(pr) != 12:
             raise CalibrationError(f"camera_info P must have 12 entries (left {len(pl)}, right {len(pr)})")
         if not all(np.isfinite(pl + pr)):
@@ -51,7 +55,7 @@ class StereoCalibration:
                                    "expected P[3] = -fx * baseline < 0 (zero baseline or swapped cameras?)")
         if abs(pl[0] - pr[0]) > 1e-3 * pl[0]:
             raise CalibrationError(f"left fx {pl[0]} and right fx {pr[0]} differ: the pair is not rectified together")
-        lw, lh, rw, rh = int(left.width), int(left.height), int(right.width), int(right.height)
+        (lw, lh), (rw, rh) = (tuple(int(v) for v in s) for s in (size_left, size_right))
         if (lw, lh) != (rw, rh):
             raise CalibrationError(f"left camera_info is {lw}x{lh} but right is {rw}x{rh}")
         return cls(fx=fx, fy=fy, cx_left=pl[2], cx_right=pr[2], cy=pl[6], baseline=baseline, width=lw, height=lh)
