@@ -27,12 +27,12 @@ test: $(STAMP)
 	$(VPY) -m pytest -q -ra -p no:cacheprovider
 
 bench: $(STAMP)
-	$(VPY) -m ges_core.cli bench all
+	$(VPY) -m ges_ros.cli bench all
 
 # the long soak: 2000 pairs through the node (test marked slow) and its table in docs/RELIABILITY.md
 soak: $(STAMP)
 	$(VPY) -m pytest test -q -m slow -p no:cacheprovider
-	$(VPY) -m ges_core.cli bench soak --pairs 2000 --rate 30 --node-size 480x640
+	$(VPY) -m ges_ros.cli bench soak --pairs 2000 --rate 30 --node-size 480x640
 
 clean:
 	rm -rf $(VENV) build install log demo_out *.egg-info

@@ -50,7 +50,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "ges = ges_core.cli:main",
+            "ges = ges_ros.cli:main",
             "stereo_node = ges_ros.stereo_node:main",
         ],
     },

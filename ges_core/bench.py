@@ -88,7 +88,7 @@ def _plot(path: Path, series: Dict[str, Tuple[Sequence[float], Sequence[float]]]
     return path.name
 
 
-def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -104,7 +104,7 @@ def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float
 
 
 # ------------------------------------------------------------------------------ memory
-def _rss_mb() -> float:
+def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -121,7 +121,7 @@ def memory_probe(preset: str, backward: str, iters: int, height: int, width: int
     g = torch.Generator().manual_seed(0)
     left = (torch.rand(1, 3, height, width, generator=g) * 255).to(device)
     right = torch.roll(left, shifts=-8, dims=3)
-    base = _rss_mb()
+    base = rss_mb()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     out = model(left, right)
@@ -173,12 +173,12 @@ def bench_memory(args) -> str:
 def _stage_times(model, left, right, iters: int, repeats: int) -> Dict[str, float]:
     """Per-stage median ms of one forward: encoders + volume, per iteration, upsampling."""
     with torch.no_grad():
-        enc_ms = _median_ms(lambda: model.encode(left, right), repeats)
+        enc_ms = median_ms(lambda: model.encode(left, right), repeats)
         enc = model.encode(left, right)
         z0 = model.initial_state(enc)
-        it_ms = _median_ms(lambda: model.step(z0, enc), repeats)
-        up_ms = _median_ms(lambda: model.decode(z0, enc), repeats)
-        total = _median_ms(lambda: model(left, right, iters=iters), repeats)
+        it_ms = median_ms(lambda: model.step(z0, enc), repeats)
+        up_ms = median_ms(lambda: model.decode(z0, enc), repeats)
+        total = median_ms(lambda: model(left, right, iters=iters), repeats)
     return {"encode": enc_ms, "per_iter": it_ms, "upsample": up_ms, "total": total}
 
 
@@ -233,7 +233,7 @@ def bench_latency(args) -> str:
             right = torch.roll(left, shifts=-8, dims=3)
             ln = (left[0].permute(1, 2, 0).cpu().numpy()).astype(np.uint8)
             rn = (right[0].permute(1, 2, 0).cpu().numpy()).astype(np.uint8)
-            sg_ms = _median_ms(lambda: sgbm_disparity(ln, rn, max_disp=min(cfg.max_disp, 256)), args.repeats)
+            sg_ms = median_ms(lambda: sgbm_disparity(ln, rn, max_disp=min(cfg.max_disp, 256)), args.repeats)
             for variant in args.variants:
                 m = latency_variant(model, variant)
                 if variant == "channels_last":
@@ -376,51 +376,6 @@ def bench_convergence(args) -> str:
     return "\n".join(body)
 
 
-# ------------------------------------------------------------------------------ node
-def bench_node(args) -> str:
-    from .geometry import StereoCalibration, colorize, to_ros_disparity
-    from ges_ros.image_codec import image_to_rgb8
-    from ges_ros.messages import disparity_msg, header, image_msg, pointcloud_msg, rosbags_types, rclpy_types
-    h, w = args.node_size
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-    disp = rng.uniform(1, 100, (h, w)).astype(np.float32)
-    valid = rng.random((h, w)) > 0.1
-    calib = StereoCalibration(fx=1000.0, fy=1000.0, cx_left=w / 2, cx_right=w / 2, cy=h / 2, baseline=0.3, width=w,
-                              height=h)
-    rows = []
-    impls = [("rosbags", rosbags_types())]
-    try:
-        impls.insert(0, ("rclpy", rclpy_types()))
-    except ImportError:
-        pass
-    for name, types in impls:
-        hdr = header(types, 1, 0, "cam")
-        msg = image_msg(types, hdr, img, "rgb8")
-        stages = {
-            "image message -> array": lambda: image_to_rgb8(msg),
-            "DisparityImage": lambda: disparity_msg(types, hdr, to_ros_disparity(disp, calib), valid, calib,
-                                                    min_disparity=0.0, max_disparity=192.0, delta_d=0.0625),
-            "PointCloud2 (xyz+rgb, padded)": lambda: pointcloud_msg(types, hdr, disp, valid, calib, img,
-                                                                    avoid_padding=False),
-            "PointCloud2 (xyz+rgb, avoid_point_cloud_padding)": lambda: pointcloud_msg(
-                types, hdr, disp, valid, calib, img, avoid_padding=True),
-            "colour map (only when subscribed)": lambda: colorize(disp, valid),
-        }
-        total = 0.0
-        for stage, fn in stages.items():
-            ms = _median_ms(fn, args.repeats)
-            if "avoid_point_cloud_padding" not in stage and "colour" not in stage:
-                total += ms
-            rows.append([name, stage, f"{ms:.1f}"])
-        rows.append([name, "**total (image, disparity, padded cloud)**", f"**{total:.1f}**"])
-        print(f"node {name}: {total:.1f} ms", flush=True)
-    body = ["## node — ROS-side cost per frame, without the network", "", f"{machine_line()}; {w}x{h}; median of "
-            f"{args.repeats}; target under 10 ms in total.", "", md_table(["messages", "stage", "ms"], rows), "",
-            "`ges bench node`"]
-    return "\n".join(body)
-
-
 # ------------------------------------------------------------------------------ flops
 def bench_flops(args) -> str:
     from torch.utils.flop_counter import FlopCounterMode
@@ -507,146 +462,13 @@ def bench_accuracy(args) -> str:
     return "\n".join(body)
 
 
-# ------------------------------------------------------------------------------ soak
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
-def _soak_publisher(namespace: str, pairs: int, rate_hz: float, size: Tuple[int, int], events) -> None:
-    """The soak's camera, in a process of its own (as a camera driver would be): waits for the node to subscribe,
-    publishes `pairs` stereo pairs at `rate_hz` (reliable), and puts ("start", t) and ("done", sent) on `events`."""
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    import rclpy
-    from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
-    from ges_ros.messages import rclpy_types
-    from ges_ros.sample import PinholeStereo, stereo_messages
-    h, w = size
-    rclpy.init()
-    node = rclpy.create_node("soak_camera")
-    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-    names = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
-    pubs = [node.create_publisher(t, f"/{namespace}/{n}", qos) for t, n in zip((Image, Image, CameraInfo, CameraInfo), names)]
-    types = rclpy_types()
-    cam = PinholeStereo(f=100.0, cx=w / 2, cy=h / 2, doffs=0.0, baseline=0.1)
-    img = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
-    sent = 0
-    try:
-        end = time.monotonic() + 30
-        while time.monotonic() < end and not all(p.get_subscription_count() for p in pubs):
-            time.sleep(0.05)
-        time.sleep(1.0)     # the node matches our reliability once it sees us
-        t0 = time.monotonic()
-        events.put(("start", time.time()))
-        for k in range(pairs):
-            now = time.time()
-            for pub, msg in zip(pubs, stereo_messages(types, img, img, cam, sec=int(now), nanosec=int(now % 1 * 1e9))):
-                pub.publish(msg)
-            sent += 1
-            time.sleep(max(0.0, t0 + (k + 1) / rate_hz - time.monotonic()))
-        time.sleep(1.0)     # let reliable delivery finish before the publisher goes away
-    finally:
-        events.put(("done", sent))
-        node.destroy_node()
-        rclpy.shutdown()
-
-
-def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple[int, int] = (64, 96),
-         warmup_outputs: int = 2) -> Dict[str, float]:
-    """Publish `pairs` stereo pairs at `rate_hz` (above the node's throughput) from a separate process into a
-    StereoNode in this one, over DDS; report memory, threads, latency and drops. The memory and thread baseline is
-    taken once the node has published `warmup_outputs` results (the allocator has then seen the working set)."""
-    import multiprocessing as mp
-    import queue
-    import threading
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from ges_ros.stereo_node import StereoNode
-    from . import load_predictor
-    namespace = f"soak_{os.getpid()}"
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = StereoNode(predictor=load_predictor(weights), namespace=namespace, context=ctx)
-    # one thread dispatches the callbacks (they only queue messages; inference has its own thread), as `ros2 run`
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    events = mp.get_context("spawn").Queue()
-    camera = mp.get_context("spawn").Process(target=_soak_publisher, args=(namespace, pairs, rate_hz, size, events),
-                                             daemon=True)
-    camera.start()
-    rss: List[float] = []
-    try:
-        events.get(timeout=60)        # ("start", t): the camera is publishing
-        t0 = time.monotonic()
-        base: Optional[Tuple[float, int]] = None
-        sent = None
-        while sent is None:
-            try:
-                kind, value = events.get(timeout=0.5)
-                sent = value if kind == "done" else None
-            except queue.Empty:
-                pass
-            if not camera.is_alive() and sent is None:
-                raise RuntimeError(f"the soak's publisher process died (exit code {camera.exitcode})")
-            if base is None and node.stats["pairs_out"] >= warmup_outputs:
-                base = (_rss_mb(), _threads())
-            rss.append(_rss_mb())
-        # every message sent is paired (4 a pair), pushed out unmatched, reported lost by DDS, or still queued
-        # in the synchronizer (at most its queue)
-        def accounted() -> int:
-            return 4 * node.stats["pairs_in"] + sum(node.sync.dropped) + sum(node.lost)
-        end = time.monotonic() + 60
-        while time.monotonic() < end and accounted() < 4 * sent - 4 * node.sync.queue_size:
-            time.sleep(0.1)
-        # the pair in flight when publishing stopped: wait for it, then count
-        end = time.monotonic() + 60
-        busy = node.stats["pairs_out"] + sum(node.drops.values())
-        while time.monotonic() < end and busy < node.stats["pairs_in"]:
-            time.sleep(0.1)
-            busy = node.stats["pairs_out"] + sum(node.drops.values())
-        seconds = time.monotonic() - t0
-        if base is None:
-            raise RuntimeError(f"the node published fewer than {warmup_outputs} results from {sent} pairs in "
-                               f"{seconds:.0f} s: no memory baseline")
-        lat = sorted(node._latency) or [0.0]
-        return {"pairs_sent": sent, "seconds": seconds, "pairs_in": node.stats["pairs_in"],
-                "pairs_out": node.stats["pairs_out"], "superseded": node.drops["superseded"],
-                "unmatched": sum(node.sync.dropped), "lost_in_transport": sum(node.lost),
-                "messages_unaccounted": 4 * sent - accounted(), "errors": sum(v for k_, v in node.drops.items() if k_ != "superseded"),
-                "rss_start_mb": base[0], "rss_end_mb": _rss_mb(), "rss_max_mb": max(rss),
-                "threads_start": base[1], "threads_end": _threads(),
-                "latency_p50_ms": lat[len(lat) // 2], "latency_p95_ms": lat[int(len(lat) * 0.95)],
-                "latency_max_ms": lat[-1]}
-    finally:
-        camera.join(timeout=10)
-        if camera.is_alive():
-            camera.kill()
-        ex.shutdown(timeout_sec=2.0)
-        th.join(timeout=5.0)          # out of spin_once before the node's handles go
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
-
-
-def bench_soak(args) -> str:
-    weights = args.weights
-    res = soak(weights, pairs=args.pairs, rate_hz=args.rate, size=args.node_size)
-    rows = [[k, f"{v:.1f}" if isinstance(v, float) else v] for k, v in res.items()]
-    h, w = args.node_size
-    return "\n".join(["## soak — pairs through the node above its throughput", "",
-                      f"{machine_line()}; weights {weights}; {w}x{h} rgb8 pairs at {args.rate:g} Hz over DDS "
-                      "(reliable), published by a separate process; memory and threads of the node's process, the "
-                      "baseline taken after its first 2 results.", "", md_table(["quantity", "value"], rows),
-                      "", f"`ges bench soak --pairs {args.pairs} --rate {args.rate:g} --node-size {h}x{w}`"])
-
-
-MODES = {"memory": bench_memory, "latency": bench_latency, "convergence": bench_convergence, "node": bench_node,
-         "flops": bench_flops, "soak": bench_soak, "accuracy": bench_accuracy}
-DOC_OF = {"soak": "RELIABILITY.md", "accuracy": "ACCURACY.md"}
+# mode -> (function, document it writes); ges_ros adds the ROS-side modes (node, soak) in its `ges`
+MODES: Dict[str, Tuple[Callable[[argparse.Namespace], str], str]] = {
+    "memory": (bench_memory, "BENCHMARKS.md"), "latency": (bench_latency, "BENCHMARKS.md"),
+    "convergence": (bench_convergence, "BENCHMARKS.md"), "flops": (bench_flops, "BENCHMARKS.md"),
+    "accuracy": (bench_accuracy, "ACCURACY.md")}
+# modes `bench all` leaves out (long, or judged against data of their own)
+NOT_IN_ALL = ("soak", "accuracy")
 
 
 def _sizes(text: str) -> List[Tuple[int, int]]:
@@ -657,10 +479,13 @@ def _sizes(text: str) -> List[Tuple[int, int]]:
     return out
 
 
-def add_bench_parser(sub) -> None:
+def add_bench_parser(sub, modes: Optional[Dict[str, Tuple[Callable[[argparse.Namespace], str], str]]] = None) -> None:
+    """`ges bench MODE`; `modes` defaults to the core's (ges_ros passes them with its own added)."""
+    modes = dict(MODES if modes is None else modes)
     p = sub.add_parser("bench", help="benchmarks into docs/BENCHMARKS.md")
-    p.add_argument("mode", choices=[*MODES, "all"])
-    p.add_argument("--docs", type=Path, default=ROOT / "docs", help="folder of BENCHMARKS.md and plots")
+    p.add_argument("mode", choices=[*modes, "all"])
+    p.add_argument("--docs", type=Path, default=Path("docs"),
+                   help="folder of BENCHMARKS.md and plots (default: docs/ under the current directory)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--preset", default="small", help="memory: preset")
     p.add_argument("--presets", nargs="+", default=["small", "paper"])
@@ -676,7 +501,7 @@ def add_bench_parser(sub) -> None:
                    help="latency: skip configurations whose encoders + volume exceed this many GFLOP (0 = run all)")
     p.add_argument("--weights", default="default")
     p.add_argument("--solver", default=None, help="accuracy: solver (default: the node's default)")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "stereo"),
+    p.add_argument("--data", default=str(Path("..") / "shared" / "data" / "stereo"),
                    help="accuracy: scene folders with ground truth")
     p.add_argument("--record", default=None,
                    help="accuracy: also write the motorcycle and scene-mean numbers as JSON (the shipped weights' "
@@ -684,18 +509,20 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--procedural-pairs", type=int, default=4, help="convergence: held-out procedural pairs")
     p.add_argument("--pairs", type=int, default=2000, help="soak: pairs to publish")
     p.add_argument("--rate", type=float, default=100.0, help="soak: publishing rate (Hz)")
-    p.set_defaults(func=run_bench)
+    p.set_defaults(func=run_bench, bench_modes=modes)
 
 
 def run_bench(args) -> int:
-    modes = [m for m in MODES if m not in ("soak", "accuracy")] if args.mode == "all" else [args.mode]
+    table = args.bench_modes
+    modes = [m for m in table if m not in NOT_IN_ALL] if args.mode == "all" else [args.mode]
     for mode in modes:
         a = argparse.Namespace(**vars(args))
         if a.iters_list is None:
             a.iters_list = {"memory": [1, 2, 4, 8, 16, 32], "convergence": [1, 2, 3, 4, 6, 8, 12, 16],
                             "accuracy": [1, 2, 4, 8, 16]}.get(mode, [1, 2, 4, 8])
-        body = MODES[mode](a)
-        doc = args.docs / DOC_OF.get(mode, "BENCHMARKS.md")
+        fn, doc_name = table[mode]
+        body = fn(a)
+        doc = args.docs / doc_name
         write_section(doc, mode, body)
         print(f"wrote the {mode} section of {doc}")
     return 0

@@ -3,9 +3,10 @@
     ges predict LEFT RIGHT -o OUT      disparity, colour map, confidence, point cloud for a pair or folders
     ges eval --dataset D PATH          EPE / bad-x per scene, GES beside OpenCV SGBM
     ges train --config CFG             train (CPU, GPU, torchrun)
-    ges replay IN_BAG -o OUT_BAG       the stereo node's processing over a bag, no ROS needed
-    ges play BAG                       publish a bag over rclpy
     ges bench MODE                     benchmarks into docs/BENCHMARKS.md
+
+The installed `ges` is ges_ros.cli's, which adds the ROS commands (replay, play) and benchmarks (node, soak);
+`python -m ges_core.cli` runs the core alone.
 """
 from __future__ import annotations
 
@@ -40,51 +41,65 @@ def _pairs(left: str, right: str):
     return pairs
 
 
-def _calibration(args: argparse.Namespace, width: int, height: int):
-    from .geometry import StereoCalibration
-    from .data.io import read_calib
+def calibration_from_args(args: argparse.Namespace, width: int = 0, height: int = 0):
+    """--calib FILE [--calib-right FILE] or --f/--baseline[/--cx/--cy/--doffs] -> StereoCalibration (None: neither
+    given). width/height: the image size the numbers-only form is centred on (0 = any)."""
+    from .geometry import calibration_from_values, load_calibration
     if args.calib:
-        c = read_calib(args.calib)
-        # Middlebury/ETH3D calib.txt baselines are in mm
-        return StereoCalibration(fx=c["f"], fy=c["f"], cx_left=c["cx"], cx_right=c["cx"] + c["doffs"], cy=c["cy"],
-                                 baseline=c["baseline"] / 1000.0, width=width, height=height)
+        return load_calibration(args.calib, args.calib_right)
+    if args.calib_right:
+        raise ValueError("--calib-right goes with --calib (the left camera's camera_info YAML)")
     if args.f is not None:
         if args.baseline is None:
             raise ValueError("--f needs --baseline (metres)")
-        return StereoCalibration(fx=args.f, fy=args.f, cx_left=args.cx if args.cx is not None else width / 2,
-                                 cx_right=(args.cx if args.cx is not None else width / 2) + args.doffs,
-                                 cy=args.cy if args.cy is not None else height / 2, baseline=args.baseline,
-                                 width=width, height=height)
+        cx = args.cx if args.cx is not None else width / 2
+        return calibration_from_values(f=args.f, baseline=args.baseline, width=width, height=height, cx=cx,
+                                       cy=args.cy, cx_right=cx + args.doffs)
     return None
 
 
+def add_calibration_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib", help="calibration file: Middlebury/ETH3D calib.txt (baseline in mm), a KITTI calib "
+                                   "file (P2/P3), or the left camera's ROS camera_info YAML (with --calib-right)")
+    p.add_argument("--calib-right", help="the right camera's ROS camera_info YAML (with --calib)")
+    p.add_argument("--f", type=float, help="focal length in px (instead of --calib)")
+    p.add_argument("--baseline", type=float, help="baseline in metres (with --f)")
+    p.add_argument("--cx", type=float, help="left principal point x in px (default: the image centre)")
+    p.add_argument("--cy", type=float, help="principal point y in px (default: the image centre)")
+    p.add_argument("--doffs", type=float, default=0.0, help="cx_right - cx_left in px (Middlebury's doffs)")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import cv2
     import numpy as np
     from tqdm import tqdm
-    from .geometry import colorize, point_cloud_xyz, to_ros_disparity
     from .data.io import read_image, write_ply, write_pfm
+    from .geometry import colorize
+    from .pipeline import PipelineParams, StereoPipeline
 
     pairs = _pairs(args.left, args.right)
-    pred = _predictor(args)
+    predictor = _predictor(args)
+    params = PipelineParams(iters=args.iters or predictor.config.iters, input_scale=args.scale,
+                            min_depth=args.min_depth, max_depth=args.max_depth, max_disparity=args.max_disparity)
+    pipe = StereoPipeline(predictor, params)
     out_root = Path(args.output)
     for left_p, right_p, stem in tqdm(pairs, disable=len(pairs) == 1, desc="predict", unit="pair"):
         out = out_root / stem if stem else out_root
         out.mkdir(parents=True, exist_ok=True)
         left, right = read_image(str(left_p)), read_image(str(right_p))
-        r = pred.predict(left, right, iters=args.iters, scale=args.scale)
+        calib = calibration_from_args(args, left.shape[1], left.shape[0])
+        r = pipe.run(left, right, calib)
         disp = np.where(r.valid, r.disparity, 0).astype(np.float32)
         write_pfm(str(out / "disparity.pfm"), disp)
         _imwrite(out / "disparity.png", np.clip(disp * 256 + 0.5, 0, 65535).astype(np.uint16))   # KITTI encoding
         _imwrite(out / "disparity_color.png", _with_scale_bar(colorize(disp, r.valid, vmin=0), disp[r.valid]))
         _imwrite(out / "confidence.png", (r.confidence * 255 + 0.5).astype(np.uint8))
-        calib = _calibration(args, left.shape[1], left.shape[0])
         n = None
         if calib is not None:
-            xyz, _ = point_cloud_xyz(to_ros_disparity(disp, calib), r.valid, calib)
+            xyz, _ = r.points()
             n = write_ply(str(out / "points.ply"), xyz, left)
+        scale = f", network at scale {r.scale:.3g}" if r.scale != 1.0 else ""
         print(f"{left_p.name}: {r.iters} iterations, residual {r.residual:.2e}, {r.timings_ms['total']:.0f} ms"
-              f"{f', {n} points' if n is not None else ''} -> {out}")
+              f"{scale}{f', {n} points' if n is not None else ''} -> {out}")
     return 0
 
 
@@ -209,48 +224,6 @@ def _cmd_train_solver(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------ replay / play
-def load_node_params(path: Optional[str]) -> dict:
-    """A ROS 2 parameter file (`/**:` or `<node>:` -> `ros__parameters:`) -> flat dict."""
-    from .config import read_yaml
-    if not path:
-        return {}
-    raw = read_yaml(path, "parameter file")
-    for value in raw.values():
-        if isinstance(value, dict) and "ros__parameters" in value:
-            return dict(value["ros__parameters"])
-    raise ValueError(f"{path}: no '<node or /**>: ros__parameters:' section")
-
-
-def _cmd_replay(args: argparse.Namespace) -> int:
-    from ges_ros.params import PARAMS
-    from ges_ros.processing import ProcessingParams
-    from ges_ros.replay import replay
-    params = {p.name: p.default for p in PARAMS}
-    params.update(load_node_params(args.params))
-    for key in ("weights", "device", "iters"):
-        if getattr(args, key) is not None:
-            params[key] = getattr(args, key)
-    from . import load_predictor
-    predictor = load_predictor(params["weights"], device=params["device"], solver=params["solver"])
-    topics = {"left": args.left, "right": args.right, "left_info": args.left_info, "right_info": args.right_info}
-    summary = replay(args.input, args.output, predictor, params=ProcessingParams.from_dict(params), topics=topics,
-                     approximate=bool(params["approximate_sync"]), slop=float(params["approximate_sync_tolerance_seconds"]),
-                     queue_size=int(params["queue_size"]), rate=None if args.max_rate else args.rate,
-                     copy_inputs=args.copy_inputs, storage=args.storage, color=args.color, overwrite=args.overwrite,
-                     progress=not args.no_progress)
-    print("\n".join(summary.lines()))
-    print(f"output bag: {args.output}")
-    if summary.error or summary.interrupted:
-        return 1
-    return 0
-
-
-def _cmd_play(args: argparse.Namespace) -> int:
-    from ges_ros.play import main_play
-    return main_play(args.bag, rate=args.rate, reliable=not args.best_effort, loop=args.loop)
-
-
 # ------------------------------------------------------------------------------ parser
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="default", help="default, a .safetensors or an .onnx file")
@@ -260,7 +233,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=1.0, help="run the network on the pair resized by this factor")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, bench_modes=None, extend=None) -> argparse.ArgumentParser:
+    """The core commands; `extend(sub)` adds more (ges_ros: replay, play) and `bench_modes` replaces the bench
+    modes (ges_ros adds node and soak)."""
     parser = argparse.ArgumentParser(prog="ges", description="GES deep-equilibrium stereo")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -269,12 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("right", help="right image, or a folder with the same file names")
     p.add_argument("-o", "--output", required=True, help="output folder")
     _add_model_args(p)
-    p.add_argument("--calib", help="Middlebury/ETH3D calib.txt (cam0, doffs, baseline in mm) for points.ply")
-    p.add_argument("--f", type=float, help="focal length in px (instead of --calib)")
-    p.add_argument("--baseline", type=float, help="baseline in metres")
-    p.add_argument("--cx", type=float)
-    p.add_argument("--cy", type=float)
-    p.add_argument("--doffs", type=float, default=0.0, help="cx_right - cx_left in px")
+    add_calibration_args(p)
+    p.add_argument("--min-depth", type=float, default=0.0,
+                   help="m: nearer points are dropped, and the network runs small enough to reach this depth")
+    p.add_argument("--max-depth", type=float, default=0.0, help="m: farther points are dropped (0 = none)")
+    p.add_argument("--max-disparity", type=float, default=0.0,
+                   help="px: the largest disparity to resolve (the network runs small enough to reach it)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("eval", help="metrics per scene, GES beside SGBM")
@@ -329,40 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("replay", help="run the stereo node's processing over a bag (no ROS needed)")
-    p.add_argument("input", help="input bag (ROS 2 MCAP/sqlite3 folder or file, or ROS 1 .bag)")
-    p.add_argument("-o", "--output", required=True, help="output bag folder")
-    p.add_argument("--left")
-    p.add_argument("--right")
-    p.add_argument("--left-info")
-    p.add_argument("--right-info")
-    p.add_argument("--params", help="node parameter YAML, e.g. config/stereo.yaml")
-    p.add_argument("--weights")
-    p.add_argument("--device")
-    p.add_argument("--iters", type=int)
-    p.add_argument("--rate", type=float, default=None, help="feed the bag at R x its recorded speed")
-    p.add_argument("--max-rate", action="store_true", help="as fast as possible (the default)")
-    p.add_argument("--copy-inputs", action="store_true", help="also copy the input topics to the output bag")
-    p.add_argument("--color", action="store_true", help="also write disparity_color")
-    p.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd_replay)
-
-    p = sub.add_parser("play", help="publish a ROS 2 bag over rclpy with its timing")
-    p.add_argument("bag")
-    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (0 = as fast as possible)")
-    p.add_argument("--best-effort", action="store_true", help="publish best-effort instead of reliable")
-    p.add_argument("--loop", action="store_true")
-    p.set_defaults(func=_cmd_play)
-
+    if extend is not None:
+        extend(sub)
     from .bench import add_bench_parser
-    add_bench_parser(sub)
+    add_bench_parser(sub, bench_modes)
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None, *, parser: Optional[argparse.ArgumentParser] = None) -> int:
+    """Runs a command; errors the user can fix (a missing file, a bad value) are one line and exit 2."""
+    args = (parser or build_parser()).parse_args(argv)
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, OSError) as exc:

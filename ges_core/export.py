@@ -89,7 +89,7 @@ class OnnxPredictor:
 
     def predict(self, left: np.ndarray, right: np.ndarray, iters=None, budget_ms=None, init=None, scale: float = 1.0):
         import cv2
-        from .predictor import Prediction, _as_rgb
+        from .predictor import Prediction, _as_rgb, to_input_size
         t0 = time.perf_counter()
         l, r = _as_rgb(left, "left"), _as_rgb(right, "right")
         if l.shape != r.shape:
@@ -102,11 +102,6 @@ class OnnxPredictor:
         feed = {"left": l.transpose(2, 0, 1)[None].astype(np.float32), "right": r.transpose(2, 0, 1)[None].astype(np.float32)}
         disp, conf = self.session.run(["disparity", "confidence"], feed)
         disp, conf = disp[0, 0], conf[0, 0]
-        if disp.shape != (height, width):
-            factor = width / disp.shape[1]
-            disp = cv2.resize(disp, (width, height), interpolation=cv2.INTER_LINEAR) * factor
-            conf = cv2.resize(conf, (width, height), interpolation=cv2.INTER_LINEAR)
-        valid = np.isfinite(disp) & (disp > 0) & (disp < self.config.max_disp)
+        disp, valid, conf = to_input_size(disp, conf, width, height, self.config.max_disp)
         ms = (time.perf_counter() - t0) * 1e3
-        return Prediction(np.nan_to_num(disp).astype(np.float32), valid, np.clip(conf, 0, 1).astype(np.float32),
-                          self.iters, float("nan"), [], {"total": ms, "network": ms}, None, False)
+        return Prediction(disp, valid, conf, self.iters, float("nan"), [], {"total": ms, "network": ms}, None, False)

@@ -118,3 +118,95 @@ def colorize(disparity: np.ndarray, valid: np.ndarray, *, vmin: Optional[float] 
     color = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
     color[~valid] = 0
     return color
+
+
+# ----------------------------------------------------------------------------- calibration without camera_info
+def calibration_from_values(*, f: float, baseline: float, width: int = 0, height: int = 0, cx: Optional[float] = None,
+                            cy: Optional[float] = None, cx_right: Optional[float] = None) -> StereoCalibration:
+    """A rectified pair from numbers: focal length (px), baseline (m), principal points (default: the image
+    centre; the right one: the left one). width/height 0 = accept any image size."""
+    if not f > 0:
+        raise CalibrationError(f"focal length must be > 0 px, got {f}")
+    if not baseline > 0:
+        raise CalibrationError(f"baseline must be > 0 m, got {baseline}")
+    cx = width / 2 if cx is None else cx
+    cy = height / 2 if cy is None else cy
+    return StereoCalibration(fx=float(f), fy=float(f), cx_left=float(cx), cx_right=float(cx if cx_right is None
+                                                                                          else cx_right),
+                             cy=float(cy), baseline=float(baseline), width=int(width), height=int(height))
+
+
+def _numbers(text: str) -> list:
+    return [float(v) for v in text.replace("[", " ").replace("]", " ").replace(";", " ").replace(",", " ").split()]
+
+
+def _middlebury(text: str, path: str) -> StereoCalibration:
+    """Middlebury / ETH3D calib.txt: cam0=[f 0 cx; 0 f cy; 0 0 1], cam1=..., doffs (cx_right - cx_left, px),
+    baseline (mm), width, height."""
+    values = {k.strip(): v.strip() for k, v in (line.split("=", 1) for line in text.splitlines() if "=" in line)}
+    try:
+        cam0 = _numbers(values["cam0"])
+        cam1 = _numbers(values.get("cam1", values["cam0"]))
+        doffs = float(values["doffs"]) if "doffs" in values else cam1[2] - cam0[2]
+        return calibration_from_values(f=cam0[0], baseline=float(values["baseline"]) / 1000.0,
+                                       width=int(float(values.get("width", 0))), height=int(float(values.get("height", 0))),
+                                       cx=cam0[2], cy=cam0[5], cx_right=cam0[2] + doffs)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise CalibrationError(f"{path}: malformed Middlebury calib.txt, need cam0=[f 0 cx; 0 f cy; 0 0 1] and "
+                               f"baseline= in mm ({exc!r})") from None
+
+
+def _kitti(text: str, path: str) -> StereoCalibration:
+    """KITTI calib: P0..P3 (stereo benchmark, odometry) or P_rect_00..03 (raw calib_cam_to_cam). The colour pair
+    (cameras 2 and 3) when present, else the grey pair (0 and 1); baseline from the two P's fourth entries."""
+    rows = {}
+    for line in text.splitlines():
+        if ":" in line:
+            key, rest = line.split(":", 1)
+            try:
+                rows[key.strip().replace("P_rect_0", "P")] = _numbers(rest)
+            except ValueError:
+                continue
+    pair = next(((a, b) for a, b in (("P2", "P3"), ("P0", "P1")) if a in rows and b in rows), None)
+    if pair is None or any(len(rows[k]) != 12 for k in pair):
+        raise CalibrationError(f"{path}: a KITTI calib file needs P2/P3 (or P0/P1) with 12 numbers each")
+    pl, pr = rows[pair[0]], rows[pair[1]]
+    # P = K [I | t]: P[3] = fx * tx; the right camera sits +baseline along x from the left one
+    baseline = (pl[3] - pr[3]) / pr[0]
+    return calibration_from_values(f=pl[0], baseline=baseline, cx=pl[2], cy=pl[6], cx_right=pr[2])
+
+
+def _ros_yaml(path: str) -> Tuple[list, Tuple[int, int]]:
+    """A camera_calibration YAML (what camera_info_manager reads): projection_matrix and image size."""
+    import yaml
+    try:
+        raw = yaml.safe_load(open(path).read())
+        p = [float(v) for v in raw["projection_matrix"]["data"]]
+        return p, (int(raw.get("image_width", 0)), int(raw.get("image_height", 0)))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"calibration file not found: {path}") from None
+    except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise CalibrationError(f"{path}: not a ROS camera_info YAML with projection_matrix: data: [12 numbers] "
+                               f"({type(exc).__name__}: {exc})") from None
+
+
+def load_calibration(path: str, right: Optional[str] = None) -> StereoCalibration:
+    """A rectified pair's geometry from files instead of camera_info: one Middlebury/ETH3D calib.txt or KITTI calib
+    file, or two ROS camera_info YAMLs (left `path`, `right`)."""
+    if right is not None:
+        (pl, size_l), (pr, size_r) = _ros_yaml(path), _ros_yaml(right)
+        return StereoCalibration.from_projections(pl, pr, size_left=size_l, size_right=size_r)
+    try:
+        text = open(path).read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"calibration file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise CalibrationError(f"{path}: not a text calibration file") from None
+    if "cam0" in text and "=" in text:
+        return _middlebury(text, path)
+    if any(k in text for k in ("P0:", "P2:", "P_rect_02:", "P_rect_00:")):
+        return _kitti(text, path)
+    if "projection_matrix" in text:
+        raise CalibrationError(f"{path}: a ROS camera_info YAML describes one camera; give the right camera's too")
+    raise CalibrationError(f"{path}: neither a Middlebury/ETH3D calib.txt (cam0=, baseline=) nor a KITTI calib file "
+                           "(P2:/P3:)")

@@ -22,7 +22,7 @@ from .weights import load_weights, model_state, resolve_weights
 @dataclass
 class Prediction:
     disparity: np.ndarray            # (H, W) float32 px at the input size, left view
-    valid: np.ndarray                # (H, W) bool: finite, > 0 and inside the search range
+    valid: np.ndarray                # (H, W) bool: finite, > 0 and inside the search range at the scale run
     confidence: np.ndarray           # (H, W) float32 in [0, 1]
     iters: int                       # solver iterations run
     residual: float                  # final relative residual |f(z)-z| / |f(z)|
@@ -40,6 +40,25 @@ def _as_rgb(img: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name} image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
     arr = arr[..., :3]
     return arr if arr.flags.writeable else arr.copy()   # torch wants writable memory (message buffers are not)
+
+
+# the cost volume's top bin (4 px at 1/4 resolution): an estimate there is saturated, not measured
+TOP_BIN_PX = 4.0
+
+
+def to_input_size(disp: np.ndarray, conf: np.ndarray, width: int, height: int, max_disp: float):
+    """Network-resolution disparity and confidence -> (disparity, valid, confidence) at the input size. Validity is
+    decided where the network ran: inside its range and below the top bin (in network pixels), then carried to the
+    input size; a shift of d px at the network is d * width / network width px at the input."""
+    valid = np.isfinite(disp) & (disp > 0) & (disp < max_disp - TOP_BIN_PX)
+    if disp.shape != (height, width):
+        factor = width / disp.shape[1]
+        disp = cv2.resize(disp, (width, height), interpolation=cv2.INTER_LINEAR) * factor
+        conf = cv2.resize(conf, (width, height), interpolation=cv2.INTER_LINEAR)
+        valid = cv2.resize(valid.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+        valid &= np.isfinite(disp)
+    disp = np.where(np.isfinite(disp), disp, 0).astype(np.float32)
+    return disp, valid, np.clip(np.nan_to_num(conf), 0, 1).astype(np.float32)
 
 
 class Predictor:
@@ -126,14 +145,8 @@ class Predictor:
         t_dec = time.perf_counter()
         timings["upsample"] = self._decode_ms = (t_dec - t_solve) * 1e3
 
-        disp = disparity[0, 0].float().cpu().numpy()
-        conf = confidence[0, 0].float().cpu().numpy()
-        if scale != 1.0:
-            disp = cv2.resize(disp, (width, height), interpolation=cv2.INTER_LINEAR) * (width / disp.shape[1])
-            conf = cv2.resize(conf, (width, height), interpolation=cv2.INTER_LINEAR)
-        valid = np.isfinite(disp) & (disp > 0) & (disp < self.config.max_disp)
-        disp = np.where(np.isfinite(disp), disp, 0).astype(np.float32)
-        conf = np.clip(np.nan_to_num(conf), 0, 1).astype(np.float32)
+        disp, valid, conf = to_input_size(disparity[0, 0].float().cpu().numpy(),
+                                          confidence[0, 0].float().cpu().numpy(), width, height, self.config.max_disp)
         timings["postprocess"] = (time.perf_counter() - t_dec) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return Prediction(disp, valid, conf, info.iters, info.residuals[-1] if info.residuals else float("nan"),

@@ -1,5 +1,5 @@
 """Bags without a ROS install, through the `rosbags` library: reading inputs (ROS 2 sqlite3/MCAP,
-ROS 1), picking the stereo topics, and writing outputs that `ros2 bag play`, Foxglove and rosbags read."""
+ROS 1), picking the stereo topics (by name pattern, namespace and message count), and writing outputs that `ros2 bag play`, Foxglove and rosbags read."""
 from __future__ import annotations
 
 import os
@@ -25,36 +25,103 @@ def typestore():
 class StereoTopics:
     left: str
     right: str
-    left_info: str
-    right_info: str
+    left_info: Optional[str]          # None when a calibration is given instead
+    right_info: Optional[str]
 
-    def as_tuple(self) -> Tuple[str, str, str, str]:
+    def as_tuple(self) -> Tuple[str, str, Optional[str], Optional[str]]:
         return self.left, self.right, self.left_info, self.right_info
 
 
-def _pick(candidates: Sequence[str], side: str, kind: str) -> str:
-    hits = [t for t in candidates if side in t.lower()]
-    if not hits:
-        raise BagError(f"no {kind} topic with '{side}' in its name among {sorted(candidates)}; pass it explicitly")
-    # prefer rectified images, then the shortest name
-    hits.sort(key=lambda t: ("rect" not in t, "color" in t, len(t)))
-    return hits[0]
+# how stereo drivers and datasets name the two cameras: (left token, right token) in a topic's path
+SIDE_TOKENS = (("left", "right"),            # stereo_image_proc, ZED (zed/zed_node/left/...), OAK-D, PR2
+               ("infra1", "infra2"),         # RealSense
+               ("cam0", "cam1"),             # EuRoC, Kalibr
+               ("image_0", "image_1"))       # KITTI-style exports
 
 
-def guess_topics(topic_types: Dict[str, str], given: Optional[Dict[str, Optional[str]]] = None) -> StereoTopics:
-    given = given or {}
-    images = [t for t, ty in topic_types.items() if ty in IMAGE_TYPES]
-    infos = [t for t, ty in topic_types.items() if ty == INFO_TYPE]
-    chosen = {
-        "left": given.get("left") or _pick(images, "left", "image"),
-        "right": given.get("right") or _pick(images, "right", "image"),
-        "left_info": given.get("left_info") or _pick(infos, "left", "camera_info"),
-        "right_info": given.get("right_info") or _pick(infos, "right", "camera_info"),
-    }
-    for key, topic in chosen.items():
+def _namespace(topic: str) -> str:
+    return topic.rsplit("/", 1)[0]
+
+
+def _image_pairs(images: Sequence[str], counts: Dict[str, int]) -> List[Tuple[str, str]]:
+    """(left, right) topics that differ only in the side token, best first: rectified, grey before colour (the
+    network reads either; colour topics are often debayered copies), most messages, shortest name."""
+    pairs = []
+    for left in images:
+        for a, b in SIDE_TOKENS:
+            for i in range(len(left)):
+                if left.lower().startswith(a, i):
+                    right = left[:i] + b + left[i + len(a):]
+                    if right in images:
+                        pairs.append((left, right))
+    pairs = list(dict.fromkeys(pairs))
+    pairs.sort(key=lambda lr: ("rect" not in lr[0], "color" in lr[0], -min(counts.get(t, 1) for t in lr),
+                               len(lr[0])))
+    return pairs
+
+
+def _info_for(image: str, infos: Sequence[str]) -> Optional[str]:
+    """The camera_info of an image topic: in its own namespace, or the nearest one above it (never a sibling's:
+    PR2's narrow and wide stereo both have left/camera_info)."""
+    ns = _namespace(image)
+    best = None
+    for info in infos:
+        ins = _namespace(info)
+        if ns == ins or ns.startswith(ins + "/"):
+            if best is None or len(ins) > len(_namespace(best)):
+                best = info
+    return best
+
+
+def guess_topics(topic_types: Dict[str, str], given: Optional[Dict[str, Optional[str]]] = None, *,
+                 counts: Optional[Dict[str, int]] = None, need_info: bool = True) -> StereoTopics:
+    """Pick the stereo topics: explicit ones win; otherwise image topics with messages that pair by a side token
+    (left/right, infra1/infra2, cam0/cam1, image_0/image_1), and the camera_info in each image's namespace."""
+    given = {k: v for k, v in (given or {}).items() if v}
+    counts = counts or {}
+    for key, topic in given.items():
         if topic not in topic_types:
             raise BagError(f"topic {topic} ({key}) is not in the bag; it has {sorted(topic_types)}")
+    images = [t for t, ty in topic_types.items() if ty in IMAGE_TYPES and counts.get(t, 1) > 0]
+    infos = [t for t, ty in topic_types.items() if ty == INFO_TYPE and counts.get(t, 1) > 0]
+    left, right = given.get("left"), given.get("right")
+    if not (left and right):
+        pairs = [(lt, rt) for lt, rt in _image_pairs(images, counts)
+                 if (left is None or lt == left) and (right is None or rt == right)]
+        if not pairs:
+            raise BagError(f"no left/right image topic pair with messages among {sorted(images)} (names paired by "
+                           f"{', '.join('/'.join(p) for p in SIDE_TOKENS)}); pass --left and --right")
+        left, right = pairs[0]
+    chosen = {"left": left, "right": right, "left_info": None, "right_info": None}
+    if need_info:
+        for side, image in (("left", left), ("right", right)):
+            info = given.get(f"{side}_info") or _info_for(image, infos)
+            if info is None:
+                raise BagError(f"no camera_info topic for {image} (in {_namespace(image)} or above; the bag has "
+                               f"{sorted(infos) or 'none'}): pass --{side}-info, or give the calibration instead "
+                               "(--calib FILE, --calib FILE --calib-right FILE, or --f/--baseline)")
+            chosen[f"{side}_info"] = info
     return StereoTopics(**chosen)
+
+
+def to_ros2(msg, msgtype: str, store):
+    """A message read from a ROS 1 bag, as the ROS 2 type of the same name (D K R P -> d k r p, no header seq):
+    field by field, recursively, so that it can be written to a ROS 2 bag."""
+    cls = store.types[msgtype]
+    kwargs = {}
+    for name, spec in cls.__dataclass_fields__.items():
+        if name == "__msgtype__":
+            continue
+        value = getattr(msg, name, None)
+        if value is None:
+            value = getattr(msg, name.upper())
+        sub = getattr(value, "__msgtype__", None)
+        if sub is not None:
+            value = to_ros2(value, sub, store)
+        elif isinstance(value, list) and value and hasattr(value[0], "__msgtype__"):
+            value = [to_ros2(v, v.__msgtype__, store) for v in value]
+        kwargs[name] = value
+    return cls(**kwargs)
 
 
 def _mcap_file(path: Path) -> Optional[Path]:
@@ -130,10 +197,11 @@ class BagReader:
         self.path = Path(path)
         self.read = 0
         self._salvage: Optional[Path] = None
+        self._alias_dir: Optional[str] = None
         if not self.path.exists():
             raise BagError(f"bag not found: {self.path}")
         try:
-            self._reader = AnyReader([self.path], default_typestore=typestore())
+            self._reader = AnyReader([self._readable_path()], default_typestore=typestore())
             self._reader.open()
         except Exception as exc:  # rosbags raises several error types for damaged bags
             mcap = _mcap_file(self.path)
@@ -150,6 +218,17 @@ class BagReader:
             return
         self.topic_types = {c.topic: c.msgtype for c in self._reader.connections}
         self.count = {c.topic: c.msgcount for c in self._reader.connections}
+
+    def _readable_path(self) -> Path:
+        """rosbags takes any path ending in .bag for a ROS 1 bag; a ROS 2 bag folder named so (`ros2 bag record -o
+        output.bag`) is opened through a link without the suffix."""
+        if not (self.path.is_dir() and self.path.suffix == ".bag"):
+            return self.path
+        import tempfile
+        self._alias_dir = tempfile.mkdtemp(prefix="ges_bag_")
+        alias = Path(self._alias_dir) / self.path.stem
+        alias.symlink_to(self.path.resolve(), target_is_directory=True)
+        return alias
 
     @property
     def is_ros2(self) -> bool:
@@ -188,6 +267,9 @@ class BagReader:
                 self._reader.close()
         except Exception:
             pass
+        if self._alias_dir is not None:
+            shutil.rmtree(self._alias_dir, ignore_errors=True)
+            self._alias_dir = None
 
 
 class BagWriter:

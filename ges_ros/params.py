@@ -1,11 +1,13 @@
-"""Every node parameter, declared from this one table (name, default, description, range, read-only).
+"""Every node parameter, declared from this one table (name, default, description, range, read-only, scope).
 
-Read-only parameters need a restart; the others take effect on the next pair.
+Read-only parameters need a restart; the others take effect on the next pair. `scope` says who reads a parameter:
+"pipeline" (a field of ges_core.pipeline.PipelineParams), "output" (ges_ros.processing.OutputParams) or "node"
+(the node itself: weights, sync, QoS, diagnostics). Adding a parameter: a row here and the field where it is used.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -16,37 +18,44 @@ class Param:
     range: Optional[Tuple[float, float]] = None
     read_only: bool = False
     choices: Tuple[str, ...] = ()
+    scope: str = "node"
 
 
 PARAMS = (
     Param("weights", "default", "GES weights: 'default' (shipped), a .safetensors file or an exported .onnx model",
           read_only=True),
+    Param("calibration", "", "calibration file used instead of camera_info: Middlebury/ETH3D calib.txt, KITTI calib "
+          "(P2/P3), or the left camera's ROS camera_info YAML (with calibration_right); empty = camera_info topics",
+          read_only=True),
+    Param("calibration_right", "", "the right camera's ROS camera_info YAML, with calibration", read_only=True),
     Param("device", "auto", "inference device: auto (CUDA if available, else CPU), cpu, cuda, cuda:N", read_only=True),
-    Param("iters", 4, "solver iterations per pair (upper bound when budget_ms > 0)", (1, 64)),
+    Param("iters", 4, "solver iterations per pair (upper bound when budget_ms > 0)", (1, 64), scope="pipeline"),
     Param("solver", "anderson", "fixed-point solver (hyper_anderson: the learned one shipped with the default "
           "weights; weights without it fall back to anderson with a warning)",
           choices=("hyper_anderson", "anderson", "fixed_point")),
     Param("budget_ms", 0.0, "latency budget for the network in ms; iterations stop before overrunning it (0 = fixed iters)",
-          (0.0, 60000.0)),
-    Param("warm_start", False, "start the solver from the previous frame's fixed point (video streams)"),
+          (0.0, 60000.0), scope="pipeline"),
+    Param("warm_start", False, "start the solver from the previous frame's fixed point (video streams)", scope="pipeline"),
     Param("input_scale", 1.0, "run the network on the pair resized by this factor; outputs stay at input resolution",
-          (0.05, 4.0)),
+          (0.05, 4.0), scope="pipeline"),
     Param("retry_input_scale", 0.0, "when inference fails on a pair (e.g. CUDA out of memory), retry it once at "
-          "input_scale times this factor; 0 = drop the pair", (0.0, 0.95)),
+          "input_scale times this factor; 0 = drop the pair", (0.0, 0.95), scope="pipeline"),
     Param("max_pixels", 0, "inputs with more pixels (after input_scale) are downscaled to fit; 0 = no limit",
-          (0, 1 << 30)),
-    Param("min_disparity", 0.0, "smallest pixel shift x_l - x_r accepted as valid (px)", (0.0, 4096.0)),
-    Param("max_disparity", 0.0, "largest pixel shift accepted as valid (px); 0 = the network's search range",
-          (0.0, 4096.0)),
-    Param("delta_d", 0.0625, "DisparityImage.delta_d: the smallest disparity increment reported (px)", (1e-6, 16.0)),
+          (0, 1 << 30), scope="pipeline"),
+    Param("min_disparity", 0.0, "smallest pixel shift x_l - x_r accepted as valid (px)", (0.0, 4096.0), scope="pipeline"),
+    Param("max_disparity", 0.0, "largest pixel shift accepted as valid (px); 0 = the network's search range; a "
+          "larger value runs the network small enough to reach it",
+          (0.0, 4096.0), scope="pipeline"),
+    Param("delta_d", 0.0625, "DisparityImage.delta_d: the smallest disparity increment reported (px)", (1e-6, 16.0), scope="output"),
     Param("approximate_sync", False, "pair inputs by nearest stamps instead of exact stamps", read_only=True),
     Param("approximate_sync_tolerance_seconds", 0.1, "largest stamp spread of an approximately synced set (s)",
           (0.0, 10.0), read_only=True),
     Param("queue_size", 5, "messages kept per input while waiting for a match", (1, 1000), read_only=True),
-    Param("use_color", True, "add packed rgb from the left image to points2"),
-    Param("avoid_point_cloud_padding", False, "pack points2 fields without 16-byte alignment padding"),
-    Param("min_depth", 0.0, "points nearer than this are NaN in points2 (m)", (0.0, 1e6)),
-    Param("max_depth", 0.0, "points farther than this are NaN in points2 (m); 0 = no limit", (0.0, 1e6)),
+    Param("use_color", True, "add packed rgb from the left image to points2", scope="output"),
+    Param("avoid_point_cloud_padding", False, "pack points2 fields without 16-byte alignment padding", scope="output"),
+    Param("min_depth", 0.0, "points nearer than this are NaN in points2 (m); with a calibration the network is also "
+          "run small enough that its range reaches this depth (near range)", (0.0, 1e6), scope="pipeline"),
+    Param("max_depth", 0.0, "points farther than this are NaN in points2 (m); 0 = no limit", (0.0, 1e6), scope="pipeline"),
     Param("qos_reliability", "auto", "input QoS reliability: auto (match the publishers, as rosbag2 does), "
           "best_effort (SensorDataQoS) or reliable", choices=("auto", "best_effort", "reliable")),
     Param("no_input_warning_seconds", 5.0, "warn when inputs have publishers but nothing arrived for this long (s)",
@@ -58,8 +67,52 @@ PARAM_NAMES = tuple(p.name for p in PARAMS)
 RUNTIME_PARAMS = tuple(p.name for p in PARAMS if not p.read_only)
 
 
+def check_names(values: Dict[str, Any], where: str) -> None:
+    unknown = sorted(set(values) - set(PARAM_NAMES))
+    if unknown:
+        raise ValueError(f"{where}: unknown parameter(s) {unknown}; valid: {sorted(PARAM_NAMES)}")
+
+
+def split_by_scope(values: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """name -> value, split into {"pipeline": {...}, "output": {...}, "node": {...}} by the table's scope."""
+    check_names(values, "node parameters")
+    scope = {p.name: p.scope for p in PARAMS}
+    parts: Dict[str, Dict[str, Any]] = {"pipeline": {}, "output": {}, "node": {}}
+    for name, value in values.items():
+        parts[scope[name]][name] = value
+    return parts
+
+
 def by_name(name: str) -> Param:
     for p in PARAMS:
         if p.name == name:
             return p
     raise KeyError(name)
+
+
+def _yaml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return repr(v)
+
+
+def params_yaml() -> str:
+    """config/stereo.yaml: every parameter with its default and description (test_package holds the file to it)."""
+    lines = ["# stereo_node parameters (every one, with its default). Load with:",
+             "#   ros2 run ges_ros stereo_node --ros-args --params-file config/stereo.yaml",
+             "# Parameters marked [restart] are read-only at runtime; the others apply to the next pair.",
+             "# Generated from ges_ros/params.py: python -c 'from ges_ros.params import params_yaml; print(params_yaml(), end=\"\")'",
+             "/**:", "  ros__parameters:"]
+    for p in PARAMS:
+        notes = []
+        if p.choices:
+            notes.append("one of " + "/".join(p.choices))
+        if p.range is not None and not isinstance(p.default, bool):
+            notes.append(f"range {p.range[0]:g}..{p.range[1]:g}")
+        if p.read_only:
+            notes.append("[restart]")
+        lines.append(f"    # {p.description}" + (f" ({'; '.join(notes)})" if notes else ""))
+        lines.append(f"    {p.name}: {_yaml_value(p.default)}")
+    return "\n".join(lines) + "\n"

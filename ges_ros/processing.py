@@ -1,21 +1,23 @@
 """The one processing path shared by the live node and bag replay:
 
     (left image, right image, left info, right info) messages
-        -> arrays + calibration -> predictor -> disparity, confidence, points -> output messages
+        -> arrays + calibration (image_codec, messages)
+        -> ges_core.pipeline (the same pipeline `ges predict` runs): disparity, validity, confidence
+        -> output messages (messages)
 
 It knows nothing of rclpy (messages are duck-typed, outputs built through `MessageTypes`) and
-nothing of the network's internals (only the predictor API).
+nothing of the network's internals.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ges_core.geometry import CalibrationError, StereoCalibration, colorize, to_ros_disparity
+from ges_core.geometry import CalibrationError, StereoCalibration, colorize
+from ges_core.pipeline import PipelineParams, StereoPipeline
 from .image_codec import ImageError, to_rgb8
 from .messages import (MessageTypes, calibration_from_camera_info, disparity_msg, header, image_msg, info_field,
                        pointcloud_msg)
@@ -33,25 +35,34 @@ class InputError(ValueError):
 
 
 @dataclass
-class ProcessingParams:
-    iters: int = 4
-    budget_ms: float = 0.0                 # 0 = run `iters`
-    input_scale: float = 1.0               # run the network on a resized pair
-    retry_input_scale: float = 0.0         # inference failed: retry once at input_scale x this (0 = no retry)
-    max_pixels: int = 0                    # larger inputs are downscaled to fit (0 = no limit)
-    warm_start: bool = False
-    min_disparity: float = 0.0             # search range, pixel shift x_l - x_r
-    max_disparity: float = 0.0             # 0 = the network's range
+class OutputParams:
+    """How results become messages (the pipeline's own params are ges_core.pipeline.PipelineParams)."""
     delta_d: float = 1.0 / 16.0
     use_color: bool = True
     avoid_point_cloud_padding: bool = False
-    min_depth: float = 0.0
-    max_depth: float = 0.0                 # 0 = no clip
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "ProcessingParams":
+    def from_dict(cls, values: Dict[str, Any]) -> "OutputParams":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown output parameters {unknown}; valid: {sorted(names)}")
+        return cls(**values)
+
+
+@dataclass
+class ProcessingParams:
+    """Everything the processing path reads, split by who reads it."""
+    pipeline: PipelineParams = field(default_factory=PipelineParams)
+    output: OutputParams = field(default_factory=OutputParams)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "ProcessingParams":
+        """From node parameter values (name -> value): each goes where the parameter table says it is used; a name
+        the table does not know is an error listing the valid ones."""
+        from .params import split_by_scope
+        parts = split_by_scope(values)
+        return cls(PipelineParams.from_dict(parts["pipeline"]), OutputParams.from_dict(parts["output"]))
 
 
 @dataclass
@@ -77,31 +88,48 @@ def stamp_seconds(stamp: Tuple[int, int]) -> float:
 
 
 class StereoProcessor:
+    """Messages -> arrays (image_codec, messages) -> the pipeline (ges_core.pipeline) -> messages."""
+
     def __init__(self, predictor, params: ProcessingParams, types: MessageTypes, *,
                  names: Tuple[str, str, str, str] = ("left/image_rect", "right/image_rect",
-                                                     "left/camera_info", "right/camera_info")) -> None:
-        self.predictor = predictor
-        self.params = params
+                                                     "left/camera_info", "right/camera_info"),
+                 calibration: Optional[StereoCalibration] = None) -> None:
+        self.pipeline = StereoPipeline(predictor, params.pipeline)
+        self._params = params
         self.types = types
         self.names = names
+        self.fixed_calibration = calibration      # given instead of camera_info (a file, or f/baseline)
         self._calib_key: Optional[tuple] = None
         self._calib: Optional[StereoCalibration] = None
-        self._state = None
         self._last_stamp: Optional[float] = None
         self.clock_resets = 0
-        self.retries = 0                   # pairs whose inference failed and succeeded at a lower scale
 
     @property
-    def network_max_disparity(self) -> float:
-        return float(self.predictor.config.max_disp)
+    def predictor(self):
+        return self.pipeline.predictor
+
+    @property
+    def params(self) -> ProcessingParams:
+        return self._params
+
+    @params.setter
+    def params(self, value: ProcessingParams) -> None:
+        self._params = value
+        self.pipeline.params = value.pipeline
+
+    @property
+    def retries(self) -> int:
+        return self.pipeline.retries
 
     def reset(self) -> None:
-        self._state = None
+        self.pipeline.reset()
         self._last_stamp = None
 
     def calibration(self, left_info, right_info) -> StereoCalibration:
+        if self.fixed_calibration is not None:
+            return self.fixed_calibration
         try:
-                key = (tuple(info_field(left_info, "p")), tuple(info_field(right_info, "p")), left_info.width,
+            key = (tuple(info_field(left_info, "p")), tuple(info_field(right_info, "p")), left_info.width,
                    left_info.height, right_info.width, right_info.height)
         except (AttributeError, TypeError) as exc:
             raise InputError("bad_camera_info", f"{self.names[2]}/{self.names[3]}: not a CameraInfo ({exc})") from None
@@ -139,58 +167,40 @@ class StereoProcessor:
         try:
             calib.check_image(*left.shape[:2])
         except CalibrationError as exc:
-            raise InputError("info_mismatch", f"{self.names[2]} vs {self.names[0]}: {exc}") from None
+            source = "the calibration given" if self.fixed_calibration is not None else self.names[2]
+            raise InputError("info_mismatch", f"{source} vs {self.names[0]}: {exc}") from None
         return left, right, calib
 
-    def process(self, left_msg, right_msg, left_info, right_info, *, want_points: bool = True,
+    def process(self, left_msg, right_msg, left_info=None, right_info=None, *, want_points: bool = True,
                 want_color: bool = False) -> StereoResult:
+        """left_info/right_info: the pair's CameraInfo (None when a fixed calibration was given)."""
         t0 = time.perf_counter()
-        p = self.params
-        stamp = stamp_of(left_info)
+        out = self.params.output
+        stamp = stamp_of(left_msg)
         self.check_stamp(stamp)
         left, right, calib = self.decode(left_msg, right_msg, left_info, right_info)
-        height, width = left.shape[:2]
-        scale = p.input_scale
-        if p.max_pixels and height * width * scale * scale > p.max_pixels:
-            scale = math.sqrt(p.max_pixels / (height * width))
         t_dec = time.perf_counter()
-        init = self._state if p.warm_start else None
-        retried = False
-        try:
-            pred = self.predictor.predict(left, right, iters=p.iters, budget_ms=p.budget_ms or None, init=init,
-                                          scale=scale)
-        except Exception as exc:
-            if not 0.0 < p.retry_input_scale < 1.0:
-                raise
-            try:      # e.g. CUDA out of memory: the same pair with fewer pixels (and no warm start)
-                pred = self.predictor.predict(left, right, iters=p.iters, budget_ms=p.budget_ms or None,
-                                              scale=scale * p.retry_input_scale)
-            except Exception as again:
-                raise RuntimeError(f"{type(exc).__name__}: {exc}; retried at input scale "
-                                   f"{scale * p.retry_input_scale:g}: {type(again).__name__}: {again}") from again
-            self.retries += 1
-            retried = True
+        r = self.pipeline.run(left, right, calib)
         t_net = time.perf_counter()
-        # a retried pair's state has the smaller scale's shape: the next pair starts cold
-        self._state = pred.state if p.warm_start and not retried else None
         self._last_stamp = stamp_seconds(stamp)
 
-        max_d = p.max_disparity if p.max_disparity > 0 else self.network_max_disparity
-        valid = pred.valid & (pred.disparity >= p.min_disparity) & (pred.disparity <= max_d)
-        d_ros = to_ros_disparity(pred.disparity, calib)
+        network_range = self.pipeline.network_range / r.scale
+        max_d = self.params.pipeline.max_disparity or network_range
+        min_d = self.params.pipeline.min_disparity
+        d_ros = r.ros_disparity()
         t = self.types
-        hdr = header(t, stamp[0], stamp[1], left_info.header.frame_id)
-        disp = disparity_msg(t, hdr, d_ros, valid, calib, min_disparity=p.min_disparity - calib.doffs,
-                             max_disparity=max_d - calib.doffs, delta_d=p.delta_d)
-        conf = image_msg(t, hdr, pred.confidence, "32FC1")
+        hdr = header(t, stamp[0], stamp[1], left_msg.header.frame_id)
+        disp = disparity_msg(t, hdr, d_ros, r.valid, calib, min_disparity=min_d - calib.doffs,
+                             max_disparity=max_d - calib.doffs, delta_d=out.delta_d)
+        conf = image_msg(t, hdr, r.confidence, "32FC1")
         points = None
         if want_points:
-            points = pointcloud_msg(t, hdr, d_ros, valid, calib, left if p.use_color else None,
-                                    avoid_padding=p.avoid_point_cloud_padding, min_depth=p.min_depth,
-                                    max_depth=p.max_depth)
-        color = image_msg(t, hdr, colorize(d_ros, valid), "bgr8") if want_color else None
+            points = pointcloud_msg(t, hdr, d_ros, r.valid, calib, left if out.use_color else None,
+                                    avoid_padding=out.avoid_point_cloud_padding, min_depth=r.min_depth,
+                                    max_depth=r.max_depth)
+        color = image_msg(t, hdr, colorize(d_ros, r.valid), "bgr8") if want_color else None
         t_end = time.perf_counter()
-        timings = dict(pred.timings_ms)
+        timings = dict(r.timings_ms)
         timings.update(decode=(t_dec - t0) * 1e3, network=(t_net - t_dec) * 1e3,
                        messages=(t_end - t_net) * 1e3, pipeline=(t_end - t0) * 1e3)
-        return StereoResult(stamp, disp, conf, points, color, pred.iters, pred.residual, pred.fallback, timings)
+        return StereoResult(stamp, disp, conf, points, color, r.iters, r.residual, r.fallback, timings)

@@ -31,7 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from .messages import diagnostics_msg, header, rclpy_types
 from .params import PARAMS, by_name
 from .processing import InputError, ProcessingParams, StereoProcessor
-from .sync import StereoSynchronizer
+from .sync import StereoInputs
 
 RCLError = _rclpy_c.RCLError
 
@@ -68,8 +68,10 @@ class StereoNode(Node):
         if wanted == "hyper_anderson" and not self._has_hyper_solver():
             self.get_logger().warning(f"solver hyper_anderson: the weights ({self.get_parameter('weights').value}) "
                                       "carry no trained hyper-Anderson solver; using anderson")
+        calibration = self._fixed_calibration()
         self.processor = StereoProcessor(predictor, ProcessingParams.from_dict(self._param_values()), rclpy_types(),
-                                         names=tuple(self.resolve_topic_name(n) for n in INPUTS))
+                                         names=tuple(self.resolve_topic_name(n) for n in INPUTS),
+                                         calibration=calibration)
         self.pub_disparity = self.create_publisher(DisparityImage, "disparity", 1)
         self.pub_points = self.create_publisher(PointCloud2, "points2", 1)
         self.pub_confidence = self.create_publisher(Image, "confidence", 1)
@@ -77,9 +79,11 @@ class StereoNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         g = self.get_parameter
-        self.sync = StereoSynchronizer(4, self._on_synced, queue_size=g("queue_size").value,
-                                       approximate=g("approximate_sync").value,
-                                       slop=g("approximate_sync_tolerance_seconds").value)
+        self.sync = StereoInputs(self._on_synced, queue_size=g("queue_size").value,
+                                 approximate=g("approximate_sync").value,
+                                 slop=g("approximate_sync_tolerance_seconds").value, use_info=calibration is None)
+        # the inputs subscribed: camera_info only without a calibration given
+        self._inputs = tuple(range(4)) if calibration is None else (0, 1)
         self._subs: List[Any] = []
         self._reliability: Optional[QoSReliabilityPolicy] = None
         self._last_rx = [0.0] * 4
@@ -92,7 +96,7 @@ class StereoNode(Node):
         self._pending = None
         self._running = True
         self.drops: Counter = Counter()
-        self.stats = {"pairs_in": 0, "pairs_out": 0}
+        self._counts = {"pairs_in": 0, "pairs_out": 0}
         self._latency: deque = deque(maxlen=200)
         self._infer: deque = deque(maxlen=200)
         self._iters: deque = deque(maxlen=200)
@@ -111,6 +115,19 @@ class StereoNode(Node):
     # ------------------------------------------------------------ parameters
     def _param_values(self) -> Dict[str, Any]:
         return {p.name: self.get_parameter(p.name).value for p in PARAMS}
+
+    def _fixed_calibration(self):
+        """The `calibration` (+ `calibration_right`) parameter's file, used instead of camera_info; None if unset."""
+        path, right = self.get_parameter("calibration").value, self.get_parameter("calibration_right").value
+        if not path:
+            if right:
+                raise ValueError("calibration_right needs calibration (the left camera's camera_info YAML)")
+            return None
+        from ges_core.geometry import load_calibration
+        calib = load_calibration(path, right or None)
+        self.get_logger().info(f"calibration from {path}{' + ' + right if right else ''} (camera_info not used): "
+                               f"f {calib.fx:.2f} px, baseline {calib.baseline:.4f} m")
+        return calib
 
     def _load_predictor(self):
         from ges_core import load_predictor
@@ -158,8 +175,8 @@ class StereoNode(Node):
         if mode == "best_effort":
             return QoSReliabilityPolicy.BEST_EFFORT
         # auto: reliable only when every publisher of every input offers it (as rosbag2 decides)
-        offered = [info.qos_profile.reliability for name in self.processor.names
-                   for info in self.get_publishers_info_by_topic(name)] if hasattr(self, "processor") else []
+        offered = [info.qos_profile.reliability for i in self._inputs
+                   for info in self.get_publishers_info_by_topic(self.processor.names[i])] if hasattr(self, "processor") else []
         if offered and all(r == QoSReliabilityPolicy.RELIABLE for r in offered):
             return QoSReliabilityPolicy.RELIABLE
         return QoSReliabilityPolicy.BEST_EFFORT
@@ -172,17 +189,21 @@ class StereoNode(Node):
                          history=qos_profile_sensor_data.history)
         types = (Image, Image, CameraInfo, CameraInfo)
         # DDS's message-lost events (samples the middleware knows it lost); a KEEP_LAST history overwrite raises none
-        self._subs = [self.create_subscription(t, name, (lambda m, i=i: self._on_input(i, m)), qos,
+        self._subs = [self.create_subscription(types[i], INPUTS[i], (lambda m, i=i: self._on_input(i, m)), qos,
                                                event_callbacks=SubscriptionEventCallbacks(
                                                    message_lost=(lambda info, i=i: self._on_lost(i, info))))
-                      for i, (t, name) in enumerate(zip(types, INPUTS))]
+                      for i in self._inputs]
         self._reliability = reliability
 
     def _resubscribe_if_needed(self) -> None:
         wanted = self._wanted_reliability()
         if wanted != self._reliability:
-            self.get_logger().info(f"input QoS reliability -> {wanted.name.lower()} (publishers offer it)")
+            publishers = sum(self.count_publishers(self.processor.names[i]) for i in self._inputs)
+            why = "the publishers offer it" if publishers else "no publisher left; best_effort matches any"
+            self.get_logger().info(f"input QoS reliability -> {wanted.name.lower()} ({why})")
             self._subscribe(wanted)
+            # the new subscriptions start from nothing: the silent-input warning waits its full period again
+            self._started = time.monotonic()
 
     # --------------------------------------------------------------- inputs
     def _on_input(self, index: int, msg) -> None:
@@ -197,7 +218,7 @@ class StereoNode(Node):
             if self._pending is not None:
                 self.drops["superseded"] += 1      # the worker is busy: keep only the newest pair
             self._pending = (left, right, left_info, right_info)
-            self.stats["pairs_in"] += 1
+            self._counts["pairs_in"] += 1
             self._window["in"] += 1
             self._cv.notify()
 
@@ -209,10 +230,14 @@ class StereoNode(Node):
         if now - self._started < quiet:
             return
         names = self.processor.names
-        silent = [i for i in range(4) if now - self._last_rx[i] > quiet]
+        if self._counts["pairs_in"] == 0:
+            hint = self.sync.hint()
+            if hint:
+                self._throttled("sync_hint", "warning", f"no pair formed: {hint}", period=30.0)
+        silent = [i for i in self._inputs if now - self._last_rx[i] > quiet]
         if not silent:
             return
-        heard = [names[i] for i in range(4) if i not in silent]
+        heard = [names[i] for i in self._inputs if i not in silent]
         for i in silent:
             pubs = self.get_publishers_info_by_topic(names[i])
             offered = ", ".join(sorted({p.qos_profile.reliability.name.lower() for p in pubs})) or "none"
@@ -275,7 +300,7 @@ class StereoNode(Node):
             return
         if self.processor.retries > retries:
             self._throttled("retry", "warning", "inference failed on a pair; published it from a retry at input "
-                            f"scale x{self.processor.params.retry_input_scale:g}")
+                            f"scale x{self.processor.params.pipeline.retry_input_scale:g}")
         if not self._running:
             return
         self.pub_disparity.publish(result.disparity)
@@ -291,7 +316,7 @@ class StereoNode(Node):
         self._fallbacks += int(result.fallback)
         if result.fallback:
             self._throttled("fallback", "warning", "solver diverged on a pair: published the volumetric disparity")
-        self.stats["pairs_out"] += 1
+        self._counts["pairs_out"] += 1
         self._window["out"] += 1
 
     # ---------------------------------------------------------- diagnostics
@@ -314,7 +339,7 @@ class StereoNode(Node):
             "input_rate_hz": f"{in_rate:.2f}", "output_rate_hz": f"{out_rate:.2f}",
             "latency_ms_mean": f"{mean(lat):.1f}", "latency_ms_max": f"{lat[-1] if lat else 0:.1f}",
             "inference_ms_mean": f"{mean(self._infer):.1f}", "iterations_mean": f"{mean(self._iters):.2f}",
-            "pairs_in": self.stats["pairs_in"], "pairs_out": self.stats["pairs_out"],
+            "pairs_in": self._counts["pairs_in"], "pairs_out": self._counts["pairs_out"],
             "pairs_dropped": sum(drops.values()), "solver_fallbacks": self._fallbacks,
             "clock_resets": self.sync.clock_resets + self.processor.clock_resets,
             "inference_retries": self.processor.retries,
@@ -325,16 +350,26 @@ class StereoNode(Node):
         level, message = OK, "ok"
         if errors:
             level, message = WARN, "dropped pairs: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items()))
-        elif self.stats["pairs_in"] == 0:
+        elif self._counts["pairs_in"] == 0:
             level, message = WARN, "no synchronized input yet"
         t = self.get_clock().now().to_msg()
         types = self.processor.types
         self.pub_diag.publish(diagnostics_msg(types, header(types, t.sec, t.nanosec, ""),
                                               f"{self.get_name()}: GES stereo", level, message, values))
 
+    def stats(self) -> Dict[str, Any]:
+        """A snapshot of what the node has done, for benchmarks, tests and tools: pairs in and out, drops by
+        reason, per input the messages pushed out of the synchronizer unmatched and those DDS reported lost, the
+        recent end-to-end latencies (ms, sorted) and whether a pair waits for the worker."""
+        with self._cv:
+            pending = self._pending is not None
+        return {"pairs_in": self._counts["pairs_in"], "pairs_out": self._counts["pairs_out"],
+                "drops": dict(self.drops), "unmatched": list(self.sync.dropped), "lost": list(self.lost),
+                "queue_size": self.sync.queue_size, "latency_ms": sorted(self._latency), "pending": pending}
+
     def summary(self) -> str:
         inf = sorted(self._infer)
-        return (f"pairs_in={self.stats['pairs_in']} pairs_out={self.stats['pairs_out']} "
+        return (f"pairs_in={self._counts['pairs_in']} pairs_out={self._counts['pairs_out']} "
                 f"inference_ms={sum(inf) / len(inf) if inf else 0:.1f} "
                 f"iterations={sum(self._iters) / len(self._iters) if self._iters else 0:.2f} "
                 f"dropped={dict(self.drops)} solver_fallbacks={self._fallbacks}")

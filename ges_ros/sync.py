@@ -12,8 +12,10 @@ same matching rules but count nothing and do not reset on a clock jump, and the 
 """
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
+from collections import deque
 from typing import Any, Callable, Dict, List, Optional
 
 CLOCK_RESET_S = 1.0
@@ -96,3 +98,158 @@ class StereoSynchronizer:
                 self.matched += 1
                 return [q.pop(s) for q, s in zip(self.queues, combo)]
         return None
+
+
+class StereoInputs:
+    """The node's and the replay's inputs: the two images paired (exactly, or approximately within `slop`), and
+    each side's most recent camera_info cached and attached to the pair (as Isaac ROS's cache_camera_info does), so
+    that a camera_info published once (latched, or by a driver at start) or stamped a little off its image still
+    serves. With `use_info` false (a calibration given instead), camera_info is not needed.
+
+    When camera_info comes once per frame, a pair formed before its frame's camera_info (recorders and drivers often
+    send the images first) is held until that camera_info arrives, so a pair never goes out with the previous
+    frame's; if the next pair forms first, the held one goes out with the cached camera_info.
+
+    Inputs: 0 left image, 1 right image, 2 left camera_info, 3 right camera_info.
+    callback(left, right, left_info, right_info); the infos are None without `use_info`."""
+
+    def __init__(self, callback: Callable[..., None], *, queue_size: int = 5, approximate: bool = False,
+                 slop: float = 0.0, use_info: bool = True, history: int = 200) -> None:
+        self.callback = callback
+        self.use_info = use_info
+        self.images = StereoSynchronizer(2, self._on_images, queue_size=queue_size, approximate=approximate,
+                                         slop=slop)
+        self.info: List[Optional[Any]] = [None, None]
+        self.info_received = [0, 0]
+        self.waiting_for_info = 0          # image pairs dropped because camera_info had not arrived for both sides
+        self._held = None                  # a pair waiting for its camera_info
+        self._fresh = [False, False]       # a camera_info arrived since the last pair went out
+        self._per_frame = False            # the last pair went out with fresh camera_info on both sides
+        self._stamps = [deque(maxlen=history), deque(maxlen=history)]   # recent image stamps per side
+        self._lock = threading.Lock()
+
+    @property
+    def queue_size(self) -> int:
+        return self.images.queue_size
+
+    @property
+    def approximate(self) -> bool:
+        return self.images.approximate
+
+    @property
+    def clock_resets(self) -> int:
+        return self.images.clock_resets
+
+    @property
+    def matched(self) -> int:
+        return self.images.matched
+
+    @property
+    def dropped(self) -> List[int]:
+        """Per input: images pushed out of the queue unmatched (camera_info is cached, never dropped)."""
+        return [*self.images.dropped, 0, 0]
+
+    @property
+    def received(self) -> List[int]:
+        return [*self.images.received, *self.info_received]
+
+    def unmatched_now(self) -> List[int]:
+        """Per input: images still queued without a partner (at the end of a bag: never matched)."""
+        return [len(q) for q in self.images.queues] + [0, 0]
+
+    def clear(self) -> None:
+        self.images.clear()
+
+    def add(self, index: int, msg) -> None:
+        if index < 2:
+            with self._lock:
+                self._stamps[index].append(_stamp(msg))
+            self.images.add(index, msg)
+            return
+        with self._lock:
+            self.info[index - 2] = msg
+            self.info_received[index - 2] += 1
+            self._fresh[index - 2] = True
+            held = self._take_held() if all(self._fresh) else None
+        if held is not None:
+            self.callback(*held)
+
+    def flush(self) -> None:
+        """Send a held pair with the cached camera_info (the end of a bag)."""
+        with self._lock:
+            held = self._take_held()
+        if held is not None:
+            self.callback(*held)
+
+    def _take_held(self):
+        """(left, right, left_info, right_info) of the held pair, if any and both infos are known; under the lock."""
+        if self._held is None or None in self.info:
+            return None
+        (left, right), self._held = self._held, None
+        return self._sent(left, right)
+
+    def _sent(self, left, right):
+        self._per_frame = all(self._fresh)
+        self._fresh = [False, False]
+        return (left, right, *self.info)
+
+    def _on_images(self, left, right) -> None:
+        if not self.use_info:
+            self.callback(left, right, None, None)
+            return
+        out = []
+        with self._lock:
+            if self._held is not None:
+                if None in self.info:
+                    self.waiting_for_info += 1     # superseded while still without camera_info
+                    self._held = None
+                else:                              # its camera_info never came: send it with the cached one
+                    out.append(self._take_held())
+            if None in self.info or (self._per_frame and not all(self._fresh)):
+                self._held = (left, right)
+            else:
+                out.append(self._sent(left, right))
+        for args in out:
+            self.callback(*args)
+
+    def stamp_offsets(self) -> List[float]:
+        """For each recent left stamp, the signed offset (s) to the nearest right stamp."""
+        with self._lock:
+            lefts, rights = list(self._stamps[0]), sorted(self._stamps[1])
+        if not lefts or not rights:
+            return []
+        out = []
+        for t in lefts:
+            i = bisect.bisect_left(rights, t)
+            near = [rights[j] for j in (i - 1, i) if 0 <= j < len(rights)]
+            out.append(min((r - t for r in near), key=abs))
+        return out
+
+    def hint(self) -> Optional[str]:
+        """What to do when images arrive but no pair forms: near-matches under exact sync, a tolerance that is too
+        tight, or camera_info that never came. None when pairs form (or nothing arrived)."""
+        left_n, right_n = self.images.received
+        waited = self.waiting_for_info + (self._held is not None)
+        if self.use_info and waited and None in self.info:
+            missing = [side for side, info in zip(("left", "right"), self.info) if info is None]
+            return (f"{waited} image pairs formed, but no camera_info arrived for the "
+                    f"{' and '.join(missing)} camera: check the camera_info topics, or give a calibration instead "
+                    "(--calib FILE, or --f/--baseline)")
+        if self.images.matched or not left_n or not right_n:
+            return None
+        offsets = [abs(o) for o in self.stamp_offsets()]
+        if not offsets:
+            return None
+        offsets.sort()
+        median, worst = offsets[len(offsets) // 2], offsets[-1]
+        if median > 1.0:
+            return (f"left and right image stamps are {median:.3f} s apart (median): the two topics do not come from "
+                    "one stereo camera at the same time")
+        tolerance = max(2 * median, 1.25 * worst, 1e-3)
+        if not self.images.approximate:
+            return (f"exact sync paired none of {left_n} left and {right_n} right images, but their stamps are near: "
+                    f"{median * 1e3:.1f} ms apart (median), {worst * 1e3:.1f} ms at most. Use approximate sync "
+                    f"(ges replay --approximate-sync --slop {tolerance:.3g}; node: approximate_sync:=true "
+                    f"approximate_sync_tolerance_seconds:={tolerance:.3g})")
+        return (f"approximate sync within {self.images.slop:g} s paired none; left and right stamps are "
+                f"{median * 1e3:.1f} ms apart (median), {worst * 1e3:.1f} ms at most: raise the tolerance above that")

@@ -10,7 +10,7 @@ import pytest
 
 from ges_core.data.io import read_pfm
 
-GES = [sys.executable, "-m", "ges_core.cli"]
+GES = [sys.executable, "-m", "ges_ros.cli"]   # the installed `ges`: the core commands and the ROS ones
 
 
 def run(*args, ok=True):

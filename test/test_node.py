@@ -148,12 +148,12 @@ def test_overload_keeps_latency_bounded_and_counts_drops(motorcycle_small):
             now = time.time()   # real stamps: latency is measured against the ROS clock
             h.publish(pair(cam, left, right, int(now), nanosec=int(now % 1 * 1e9)))
             time.sleep(1 / 30)
-        h.wait(lambda: h.node.stats["pairs_in"] == sent and not h.node._pending, 30, "all pairs in, queue drained")
+        h.wait(lambda: h.node.stats()["pairs_in"] == sent and not h.node.stats()["pending"], 30, "all pairs in, queue drained")
         time.sleep(0.5)
         assert h.node.drops["superseded"] > 0
-        assert h.node.stats["pairs_out"] + h.node.drops["superseded"] == sent
-        assert h.node.stats["pairs_out"] < sent / 2
-        lat = list(h.node._latency)
+        assert h.node.stats()["pairs_out"] + h.node.drops["superseded"] == sent
+        assert h.node.stats()["pairs_out"] < sent / 2
+        lat = h.node.stats()["latency_ms"]
         # newest-pair-first: latency stays near one processing time instead of growing with the backlog
         assert max(lat) < 3 * 250 + 500
 
@@ -164,7 +164,7 @@ def test_runtime_parameters_apply_without_restart(oracle_harness):
     res = h.node.set_parameters([Parameter("iters", value=2), Parameter("input_scale", value=0.5),
                                  Parameter("budget_ms", value=50.0)])
     assert all(r.successful for r in res)
-    p = h.node.processor.params
+    p = h.node.processor.params.pipeline
     assert (p.iters, p.input_scale, p.budget_ms) == (2, 0.5, 50.0)
     bad = h.node.set_parameters([Parameter("solver", value="newton")])
     assert not bad[0].successful and "anderson" in bad[0].reason

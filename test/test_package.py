@@ -56,6 +56,24 @@ def test_config_lists_every_parameter_with_its_default():
     assert list(params) == [p.name for p in PARAMS]
     for p in PARAMS:
         assert params[p.name] == p.default, p.name
+    from ges_ros.params import params_yaml
+    assert (ROOT / "config" / "stereo.yaml").read_text() == params_yaml(), "regenerate config/stereo.yaml"
+
+
+def test_every_parameter_reaches_where_it_is_used():
+    """A parameter's scope names the dataclass that reads it; a name the table does not know is an error."""
+    import dataclasses
+    from ges_core.pipeline import PipelineParams
+    from ges_ros.params import split_by_scope
+    from ges_ros.processing import OutputParams, ProcessingParams
+    for scope, cls in (("pipeline", PipelineParams), ("output", OutputParams)):
+        assert {p.name for p in PARAMS if p.scope == scope} == {f.name for f in dataclasses.fields(cls)}, scope
+    values = {p.name: p.default for p in PARAMS}
+    assert set(sum((list(v) for v in split_by_scope(values).values()), [])) == set(values)
+    got = ProcessingParams.from_dict({**values, "iters": 7, "delta_d": 0.5})
+    assert got.pipeline.iters == 7 and got.output.delta_d == 0.5
+    with pytest.raises(ValueError, match=r"unknown parameter.*itres.*valid"):
+        ProcessingParams.from_dict({"itres": 3})
 
 
 def test_launch_file_declares_its_arguments():

@@ -47,7 +47,7 @@ def test_replay_outputs_match_the_node_processing(tmp_path, tiny_weights, small_
     left, right, cam = small_pair
     write_bag(tmp_path / "in", (left, right), cam, frames=3, storage=storage, extra_right_only=1)
     pred = load_predictor(str(tiny_weights))
-    params = ProcessingParams(iters=2)
+    params = ProcessingParams.from_dict({"iters": 2})
     s = replay(str(tmp_path / "in"), str(tmp_path / "out"), pred, params=params, progress=False, log=lambda *_: None)
     assert s.frames == 3 and s.error is None
     assert s.topics == tuple(TOPICS)
@@ -88,7 +88,7 @@ def test_truncated_mcap_keeps_what_was_processed(tmp_path, tiny_weights, small_p
     data = f.read_bytes()
     f.write_bytes(data[: int(len(data) * 0.6)])             # a recording cut short
     pred = load_predictor(str(tiny_weights))
-    s = replay(str(tmp_path / "in"), str(tmp_path / "out"), pred, params=ProcessingParams(iters=1),
+    s = replay(str(tmp_path / "in"), str(tmp_path / "out"), pred, params=ProcessingParams.from_dict({"iters": 1}),
                progress=False, log=lambda *_: None)
     assert s.error is not None and "breaks off" in s.error
     assert 1 <= s.frames < 6
@@ -127,7 +127,7 @@ def test_interrupt_closes_the_output_bag(tmp_path, tiny_weights, small_pair, mon
             raise KeyboardInterrupt
         return real(*a, **k)
     monkeypatch.setattr(pred, "predict", interrupting)
-    s = replay(str(tmp_path / "in"), str(tmp_path / "out"), pred, params=ProcessingParams(iters=1), progress=False,
+    s = replay(str(tmp_path / "in"), str(tmp_path / "out"), pred, params=ProcessingParams.from_dict({"iters": 1}), progress=False,
                log=lambda *_: None)
     assert s.interrupted and s.frames == 1
     r = BagReader(str(tmp_path / "out"))
@@ -141,12 +141,12 @@ def test_replay_cli_exit_codes(tmp_path, tiny_weights, small_pair):
     left, right, cam = small_pair
     write_bag(tmp_path / "in", (left, right), cam, frames=2)
     env = {**os.environ}
-    r = subprocess.run([sys.executable, "-m", "ges_core.cli", "replay", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
+    r = subprocess.run([sys.executable, "-m", "ges_ros.cli", "replay", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
                         "--weights", str(tiny_weights), "--iters", "1", "--no-progress"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "frames processed: 2" in r.stdout and "stereo topics" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "ges_core.cli", "replay", str(tmp_path / "nothing"), "-o",
+    r = subprocess.run([sys.executable, "-m", "ges_ros.cli", "replay", str(tmp_path / "nothing"), "-o",
                         str(tmp_path / "o2"), "--weights", str(tiny_weights)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "nothing" in r.stderr
 
