@@ -422,8 +422,9 @@ def bench_accuracy(args) -> str:
     from . import load_predictor
     from .data.datasets import MotorcycleDataset, build_dataset
     from .evaluate import evaluate, format_table, mean_row, scored
-    from ges_ros.params import by_name          # the node's default solver (a plain table; no ROS needed)
-    pred = load_predictor(args.weights, device=args.device, solver=args.solver or by_name("solver").default)
+    from .config import GESConfig
+    # the node's defaults are the core's inference defaults (ges_ros.params reads them from GESConfig)
+    pred = load_predictor(args.weights, device=args.device, solver=args.solver or GESConfig.solver)
     sets = [("motorcycle (scikit-image, Middlebury 2014, quarter size)", MotorcycleDataset())]
     if args.data and Path(args.data).is_dir():
         sets.insert(0, (f"scene folders of {args.data}", build_dataset("folder", args.data)))

@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from .config import GESConfig
 from .geometry import StereoCalibration, point_cloud_xyz, to_ros_disparity
 
 # the network is run at a scale whose search range covers the wanted disparities with this much to spare
@@ -24,7 +25,7 @@ RANGE_MARGIN = 0.95
 
 @dataclass
 class PipelineParams:
-    iters: int = 4
+    iters: int = GESConfig.iters           # the weights' inference default
     budget_ms: float = 0.0                 # 0 = run `iters`
     input_scale: float = 1.0               # run the network on a resized pair
     retry_input_scale: float = 0.0         # inference failed: retry once at input_scale x this (0 = no retry)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from ges_core.config import GESConfig
+
 
 @dataclass(frozen=True)
 class Param:
@@ -29,8 +31,8 @@ PARAMS = (
           read_only=True),
     Param("calibration_right", "", "the right camera's ROS camera_info YAML, with calibration", read_only=True),
     Param("device", "auto", "inference device: auto (CUDA if available, else CPU), cpu, cuda, cuda:N", read_only=True),
-    Param("iters", 4, "solver iterations per pair (upper bound when budget_ms > 0)", (1, 64), scope="pipeline"),
-    Param("solver", "anderson", "fixed-point solver (hyper_anderson: the learned one shipped with the default "
+    Param("iters", GESConfig.iters, "solver iterations per pair (upper bound when budget_ms > 0)", (1, 64), scope="pipeline"),
+    Param("solver", GESConfig.solver, "fixed-point solver (hyper_anderson: the learned one shipped with the default "
           "weights; weights without it fall back to anderson with a warning)",
           choices=("hyper_anderson", "anderson", "fixed_point")),
     Param("budget_ms", 0.0, "latency budget for the network in ms; iterations stop before overrunning it (0 = fixed iters)",
