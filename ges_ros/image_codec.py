@@ -2,7 +2,7 @@
 (both expose height, width, encoding, is_bigendian, step, data). The one place that converts.
 
 Supported encodings: mono8, mono16, rgb8, bgr8, rgba8, bgra8, rgb16, bgr16, rgba16, bgra16,
-8UC1, 8UC3, 8UC4, 16UC1, 32FC1. Every malformed message raises ImageError saying what is wrong.
+8UC1, 8UC3, 8UC4, 16UC1, 32FC1, bayer_rggb8/bggr8/gbrg8/grbg8 (and 16), uyvy, yuv422, yuv422_yuy2. Every malformed message raises ImageError saying what is wrong.
 """
 from __future__ import annotations
 
@@ -20,8 +20,17 @@ _ENCODINGS = {
     "rgb16": (3, 2, (0, 1, 2), "u"), "bgr16": (3, 2, (2, 1, 0), "u"),
     "rgba16": (4, 2, (0, 1, 2), "u"), "bgra16": (4, 2, (2, 1, 0), "u"),
     "32fc1": (1, 4, None, "f"),
+    # raw colour cameras: a Bayer mosaic (one channel) and packed 4:2:2 YUV (two bytes a pixel), as cv_bridge reads them
+    **{f"bayer_{p}{bits}": (1, bits // 8, None, "u") for p in ("rggb", "bggr", "gbrg", "grbg") for bits in (8, 16)},
+    "uyvy": (2, 1, None, "u"), "yuv422": (2, 1, None, "u"), "yuv422_yuy2": (2, 1, None, "u"),
 }
-SUPPORTED_ENCODINGS = tuple(sorted(e for e in _ENCODINGS if not e[0].isdigit())) + ("8UC1", "8UC3", "8UC4", "16UC1", "32FC1")
+# OpenCV names a Bayer pattern by its second row's first two pixels: ROS's rggb is OpenCV's BG (checked by a test)
+_TO_RGB = {**{f"bayer_{p}{bits}": code for p, code in (("rggb", cv2.COLOR_BayerBG2RGB), ("bggr", cv2.COLOR_BayerRG2RGB),
+                                                      ("gbrg", cv2.COLOR_BayerGR2RGB), ("grbg", cv2.COLOR_BayerGB2RGB))
+              for bits in (8, 16)},
+           "uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuv422": cv2.COLOR_YUV2RGB_UYVY, "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2}
+SUPPORTED_ENCODINGS = tuple(sorted(e for e in _ENCODINGS if not e[0].isdigit() and e != "32fc1")) + (
+    "8UC1", "8UC3", "8UC4", "16UC1", "32FC1")
 MAX_SIDE = 1 << 15
 
 
@@ -74,7 +83,16 @@ def image_to_array(msg) -> np.ndarray:
 def image_to_rgb8(msg) -> np.ndarray:
     """Any supported Image message -> (H, W, 3) uint8 RGB for the network."""
     arr = image_to_array(msg)
-    channels, depth, order, kind = _ENCODINGS[str(msg.encoding).lower()]
+    encoding = str(msg.encoding).lower()
+    channels, depth, order, kind = _ENCODINGS[encoding]
+    if encoding in _TO_RGB:
+        if encoding.startswith("bayer") and (msg.height % 2 or msg.width % 2):
+            raise ImageError(f"{msg.encoding} image is {msg.width}x{msg.height}: a Bayer mosaic needs even sides")
+        if encoding.startswith("yuv") or encoding == "uyvy":
+            if msg.width % 2:
+                raise ImageError(f"{msg.encoding} image is {msg.width} wide: 4:2:2 YUV needs an even width")
+        rgb = cv2.cvtColor(np.ascontiguousarray(arr), _TO_RGB[encoding])
+        return (rgb >> 8).astype(np.uint8) if rgb.dtype == np.uint16 else rgb
     if kind == "f":
         if not np.isfinite(arr).any():
             raise ImageError(f"{msg.encoding} image has no finite pixel")

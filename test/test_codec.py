@@ -44,7 +44,7 @@ def test_channel_order_to_rgb():
 
 
 @pytest.mark.parametrize("mutate,match", [
-    (lambda m: setattr(m, "encoding", "yuv422"), "unsupported encoding"),
+    (lambda m: setattr(m, "encoding", "nv21"), "unsupported encoding"),
     (lambda m: setattr(m, "data", m.data[:-10]), "needs"),
     (lambda m: setattr(m, "step", 3), "step 3 is smaller"),
     (lambda m: setattr(m, "width", 0), "bad image size"),
@@ -62,7 +62,8 @@ def test_nan_float_image_is_an_error():
 
 
 @settings(max_examples=300, deadline=None)
-@given(encoding=st.sampled_from(sorted(ENC) + ["bogus", "RGB8", ""]), h=st.integers(-1, 9), w=st.integers(-1, 9),
+@given(encoding=st.sampled_from(sorted(ENC) + ["bogus", "RGB8", "", "bayer_rggb8", "bayer_gbrg16", "uyvy",
+                                                "yuv422_yuy2"]), h=st.integers(-1, 9), w=st.integers(-1, 9),
        step=st.integers(-4, 80), big=st.booleans(), data=st.binary(max_size=400))
 def test_fuzz_never_crashes(encoding, h, w, step, big, data):
     m = SimpleNamespace(height=h, width=w, encoding=encoding, is_bigendian=big, step=step, data=data)
@@ -89,3 +90,45 @@ def test_fuzz_valid_or_truncated(encoding, h, w, pad, big, cut, seed):
             image_to_array(m)
     else:
         np.testing.assert_array_equal(image_to_array(m), arr)
+
+
+def _smooth_rgb(h=64, w=96):
+    import cv2
+    rng = np.random.default_rng(1)
+    return cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3)).astype(np.float32), (0, 0), 4).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bayer_mosaics_decode_to_their_colours(pattern, bits):
+    """A raw camera's mosaic, each ROS pattern name (the colour at (0,0), (0,1), (1,0), (1,1)), demosaiced back to
+    the image it was sampled from; the wrong pattern would swap red and blue."""
+    rgb = _smooth_rgb()
+    mosaic = np.zeros(rgb.shape[:2], np.uint16 if bits == 16 else np.uint8)
+    for (dy, dx), colour in zip(((0, 0), (0, 1), (1, 0), (1, 1)), pattern):
+        mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, "rgb".index(colour)].astype(mosaic.dtype) * (257 if bits == 16 else 1)
+    out = image_to_rgb8(msg(mosaic, f"bayer_{pattern}{bits}"))
+    err = np.abs(out.astype(int) - rgb).mean(axis=(0, 1))
+    assert out.shape == rgb.shape and err.max() < 6, err
+    with pytest.raises(ImageError, match="even"):
+        image_to_rgb8(msg(mosaic[:-1], f"bayer_{pattern}{bits}"))
+
+
+@pytest.mark.parametrize("encoding,order", [("uyvy", "UYVY"), ("yuv422", "UYVY"), ("yuv422_yuy2", "YUYV")])
+def test_yuv422_decodes_to_rgb(encoding, order):
+    """Packed 4:2:2 YUV (BT.601, video range as OpenCV reads it), two bytes a pixel, in either byte order."""
+    rgb = _smooth_rgb().astype(np.float64)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    u2, v2 = (c.reshape(c.shape[0], -1, 2).mean(axis=2) for c in (u, v))   # one U and V per two pixels
+    packed = np.zeros((rgb.shape[0], rgb.shape[1] // 2, 4))
+    planes = {"Y0": y[:, 0::2], "Y1": y[:, 1::2], "U": u2, "V": v2}
+    names = ["U", "Y0", "V", "Y1"] if order == "UYVY" else ["Y0", "U", "Y1", "V"]
+    for k, name in enumerate(names):
+        packed[..., k] = planes[name]
+    data = np.round(packed).clip(0, 255).astype(np.uint8).reshape(rgb.shape[0], rgb.shape[1], 2)
+    out = image_to_rgb8(msg(data, encoding))
+    assert out.shape == rgb.shape
+    assert np.abs(out.astype(float) - rgb).mean() < 4

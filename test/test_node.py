@@ -86,7 +86,7 @@ def test_bad_input_is_dropped_and_next_pair_answered(oracle_harness, bad):
         h.publish(pair(cam, left, right, 10))
         h.wait(lambda: h.count("disparity") == 1, 30, "first pair")
     elif bad == "encoding":
-        msgs[0].encoding = "yuv422_yuy2"
+        msgs[0].encoding = "nv21"
     elif bad == "size_mismatch":
         from ges_ros.messages import image_msg
         msgs[1] = image_msg(TYPES, msgs[1].header, right[:-2], "rgb8")
