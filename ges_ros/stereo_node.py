@@ -83,7 +83,7 @@ class StereoNode(Node):
                                  approximate=g("approximate_sync").value,
                                  slop=g("approximate_sync_tolerance_seconds").value, use_info=calibration is None)
         # the inputs subscribed: camera_info only without a calibration given
-        self._inputs = tuple(range(4)) if calibration is None else (0, 1)
+        self.inputs = tuple(range(4)) if calibration is None else (0, 1)
         self._subs: List[Any] = []
         self._reliability: Optional[QoSReliabilityPolicy] = None
         self._last_rx = [0.0] * 4
@@ -175,7 +175,7 @@ class StereoNode(Node):
         if mode == "best_effort":
             return QoSReliabilityPolicy.BEST_EFFORT
         # auto: reliable only when every publisher of every input offers it (as rosbag2 decides)
-        offered = [info.qos_profile.reliability for i in self._inputs
+        offered = [info.qos_profile.reliability for i in self.inputs
                    for info in self.get_publishers_info_by_topic(self.processor.names[i])] if hasattr(self, "processor") else []
         if offered and all(r == QoSReliabilityPolicy.RELIABLE for r in offered):
             return QoSReliabilityPolicy.RELIABLE
@@ -192,13 +192,13 @@ class StereoNode(Node):
         self._subs = [self.create_subscription(types[i], INPUTS[i], (lambda m, i=i: self._on_input(i, m)), qos,
                                                event_callbacks=SubscriptionEventCallbacks(
                                                    message_lost=(lambda info, i=i: self._on_lost(i, info))))
-                      for i in self._inputs]
+                      for i in self.inputs]
         self._reliability = reliability
 
     def _resubscribe_if_needed(self) -> None:
         wanted = self._wanted_reliability()
         if wanted != self._reliability:
-            publishers = sum(self.count_publishers(self.processor.names[i]) for i in self._inputs)
+            publishers = sum(self.count_publishers(self.processor.names[i]) for i in self.inputs)
             why = "the publishers offer it" if publishers else "no publisher left; best_effort matches any"
             self.get_logger().info(f"input QoS reliability -> {wanted.name.lower()} ({why})")
             self._subscribe(wanted)
@@ -234,10 +234,10 @@ class StereoNode(Node):
             hint = self.sync.hint()
             if hint:
                 self._throttled("sync_hint", "warning", f"no pair formed: {hint}", period=30.0)
-        silent = [i for i in self._inputs if now - self._last_rx[i] > quiet]
+        silent = [i for i in self.inputs if now - self._last_rx[i] > quiet]
         if not silent:
             return
-        heard = [names[i] for i in self._inputs if i not in silent]
+        heard = [names[i] for i in self.inputs if i not in silent]
         for i in silent:
             pubs = self.get_publishers_info_by_topic(names[i])
             offered = ", ".join(sorted({p.qos_profile.reliability.name.lower() for p in pubs})) or "none"

@@ -50,11 +50,12 @@ class Harness:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
-        self.wait(lambda: all(p.get_subscription_count() > 0 for p in self.pubs), 10, "node subscriptions")
+        inputs = [self.pubs[i] for i in self.node.inputs]       # camera_info only without a calibration given
+        self.wait(lambda: all(p.get_subscription_count() > 0 for p in inputs), 10, "node subscriptions")
         if qos.reliability == QoSReliabilityPolicy.RELIABLE:
             # the node (qos_reliability auto) switches to the publishers' reliable QoS within a second
             self.wait(lambda: self.node._reliability == QoSReliabilityPolicy.RELIABLE, 10, "reliable subscriptions")
-            self.wait(lambda: all(p.get_subscription_count() > 0 for p in self.pubs), 10, "node resubscribed")
+            self.wait(lambda: all(p.get_subscription_count() > 0 for p in inputs), 10, "node resubscribed")
 
     def _spin(self) -> None:
         try:

@@ -125,6 +125,37 @@ def test_exact_sync_warns_when_one_side_is_missing(oracle_harness):
     assert h.count("disparity") == 0
 
 
+def test_camera_info_published_once_serves_later_pairs(oracle_harness):
+    """A driver that sends camera_info once (or a latched topic): each side's latest camera_info is cached."""
+    h, left, right, gt, valid, cam = oracle_harness
+    h.publish(pair(cam, left, right, 60))
+    h.wait(lambda: h.count("disparity") == 1, 30, "first pair")
+    for sec in (61, 62, 63):
+        h.publish(pair(cam, left, right, sec)[:2])          # images only
+        time.sleep(0.3)
+    # the first image-only pair waits for a camera_info of its own until the next pair shows none is coming
+    h.wait(lambda: h.count("disparity") >= 3, 30, "pairs without a camera_info of their own")
+    assert {k for k, v in h.node.drops.items() if v} <= {"superseded"}
+
+
+def test_calibration_file_instead_of_camera_info(tmp_path, motorcycle_small):
+    left, right, gt, valid, cam = motorcycle_small
+    height, width = gt.shape
+    files = []
+    for name, cx, tx in (("left", cam.cx, 0.0), ("right", cam.cx_right, -cam.f * cam.baseline)):
+        f = tmp_path / f"{name}.yaml"
+        f.write_text(f"image_width: {width}\nimage_height: {height}\nprojection_matrix:\n  rows: 3\n  cols: 4\n"
+                     f"  data: [{cam.f}, 0, {cx}, {tx}, 0, {cam.f}, {cam.cy}, 0, 0, 0, 1, 0]\n")
+        files.append(str(f))
+    params = {"calibration": files[0], "calibration_right": files[1]}
+    with Harness(params, predictor=OraclePredictor(gt, valid)) as h:
+        assert h.node.inputs == (0, 1)                     # camera_info is not subscribed
+        h.publish(pair(cam, left, right, 70)[:2])
+        h.wait(lambda: h.count("disparity") == 1, 30, "disparity from images and the calibration file")
+        d = h.received["disparity"][0]
+        assert d.f == pytest.approx(cam.f) and d.t == pytest.approx(cam.baseline)
+
+
 def test_approximate_sync(motorcycle_small):
     left, right, gt, valid, cam = motorcycle_small
     params = {"approximate_sync": True, "approximate_sync_tolerance_seconds": 0.02}
