@@ -182,20 +182,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from . import load_predictor
     from .data.datasets import MotorcycleDataset
     from .export import export, verify_onnx
-    pred = load_predictor(args.weights, device="cpu")
+    pred = load_predictor(args.weights, device="cpu", solver=args.solver)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # tracing warnings about Python control flow on shapes
         export(pred.model, args.output, fmt=args.format, height=args.height, width=args.width, iters=args.iters,
-               dynamic=args.dynamic)
-    print(f"exported {args.format}: {args.output} ({args.width}x{args.height}, {args.iters} iterations unrolled"
-          f"{', dynamic size' if args.dynamic else ''})")
+               solver=args.solver, dynamic=args.dynamic)
+    print(f"exported {args.format}: {args.output} ({args.width}x{args.height}, solver {args.solver}, {args.iters} "
+          f"iterations unrolled{', dynamic size' if args.dynamic else ''})")
     if args.format == "onnx" and not args.no_verify:
         s = MotorcycleDataset()[0]
         left = cv2.resize(s["left"], (args.width, args.height), interpolation=cv2.INTER_AREA)
         right = cv2.resize(s["right"], (args.width, args.height), interpolation=cv2.INTER_AREA)
-        diff = verify_onnx(pred.model, args.output, left=left, right=right, iters=args.iters)
+        diff = verify_onnx(pred, args.output, left=left, right=right, iters=args.iters)
         ok = diff < 0.05
-        print(f"verified with ONNX Runtime (CPU) on the motorcycle pair: max |disparity difference| = {diff:.5f} px "
+        print(f"verified with ONNX Runtime (CPU) against the PyTorch predictor ({args.solver}, {args.iters} "
+              f"iterations) on the motorcycle pair: max |disparity difference| = {diff:.5f} px "
               f"({'OK' if ok else 'FAILED'}, limit 0.05 px)")
         return 0 if ok else 1
     return 0
@@ -234,6 +235,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser(*, bench_modes=None, extend=None) -> argparse.ArgumentParser:
+    from .config import GESConfig
     """The core commands; `extend(sub)` adds more (ges_ros: replay, play) and `bench_modes` replaces the bench
     modes (ges_ros adds node and soak)."""
     parser = argparse.ArgumentParser(prog="ges", description="GES deep-equilibrium stereo")
@@ -297,7 +299,9 @@ def build_parser(*, bench_modes=None, extend=None) -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     p.add_argument("--height", type=int, required=True)
     p.add_argument("--width", type=int, required=True)
-    p.add_argument("--iters", type=int, default=4)
+    p.add_argument("--iters", type=int, default=GESConfig.iters, help="solver iterations unrolled (the node's default)")
+    p.add_argument("--solver", default=GESConfig.solver, choices=["anderson", "fixed_point"],
+                   help="solver unrolled into the graph (default: the node's)")
     p.add_argument("--weights", default="default")
     p.add_argument("--dynamic", action="store_true", help="dynamic height/width (ONNX)")
     p.add_argument("--no-verify", action="store_true")

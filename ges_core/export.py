@@ -1,5 +1,5 @@
-"""Deployment export: ONNX (for ONNX Runtime and TensorRT's trtexec) and TorchScript, with a fixed
-number of solver iterations unrolled, verified against PyTorch on export."""
+"""Deployment export: ONNX (for ONNX Runtime and TensorRT's trtexec) and TorchScript, with the node's solver
+(Anderson by default) unrolled for a fixed number of iterations, verified against the PyTorch predictor."""
 from __future__ import annotations
 
 import time
@@ -9,29 +9,45 @@ import numpy as np
 import torch
 from torch import nn
 
+from .deq.solvers import anderson_unrolled
 from .model.ges import GES
 
 
-class UnrolledGES(nn.Module):
-    """left, right (B, 3, H, W) float in [0, 255] -> disparity, confidence (B, 1, H, W).
-    Plain iteration for `iters` steps: the formats have no Anderson least-squares."""
+EXPORT_SOLVERS = ("anderson", "fixed_point")
 
-    def __init__(self, model: GES, iters: int) -> None:
+
+class UnrolledGES(nn.Module):
+    """left, right (B, 3, H, W) float in [0, 255] -> disparity, confidence (B, 1, H, W), with `iters` iterations of
+    `solver` unrolled: Anderson (the node's default; its least squares in plain tensor ops, `anderson_unrolled`) or
+    plain fixed-point iteration."""
+
+    def __init__(self, model: GES, iters: int, solver: str = "anderson") -> None:
         super().__init__()
-        self.model = model.eval()
+        if solver not in EXPORT_SOLVERS:
+            raise ValueError(f"solver {solver!r} cannot be exported; valid: {list(EXPORT_SOLVERS)}")
+        self.model = model
         self.iters = iters
+        self.solver = solver
+        # eval as a whole: torch.onnx.export restores the wrapper's mode afterwards, and a wrapper left in training
+        # mode put the model back into training mode (the top-k of training, not inference's) under the predictor
+        self.eval()
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         enc = self.model.encode(left, right)
         z = self.model.initial_state(enc)
-        for _ in range(self.iters):
-            z = self.model.step(z, enc)
+        cfg = self.model.config
+        if self.solver == "anderson":
+            z = anderson_unrolled(lambda s: self.model.step(s, enc), z, iters=self.iters, m=cfg.anderson_m,
+                                  beta=cfg.anderson_beta)
+        else:
+            for _ in range(self.iters):
+                z = self.model.step(z, enc)
         return self.model.decode(z, enc)
 
 
-def export(model: GES, path: str, *, fmt: str, height: int, width: int, iters: int,
+def export(model: GES, path: str, *, fmt: str, height: int, width: int, iters: int, solver: str = "anderson",
            dynamic: bool = False, opset: int = 20) -> None:
-    wrapper = UnrolledGES(model, iters)
+    wrapper = UnrolledGES(model, iters, solver)
     example = (torch.zeros(1, 3, height, width), torch.zeros(1, 3, height, width))
     with torch.no_grad():
         if fmt == "torchscript":
@@ -45,23 +61,24 @@ def export(model: GES, path: str, *, fmt: str, height: int, width: int, iters: i
                               dynamic_axes=axes, dynamo=False)
             import onnx
             proto = onnx.load(path)
-            for key, value in (("ges_iters", str(iters)), ("ges_config", model.config.to_json())):
+            for key, value in (("ges_iters", str(iters)), ("ges_solver", solver),
+                               ("ges_config", model.config.to_json())):
                 proto.metadata_props.add(key=key, value=value)
             onnx.save(proto, path)
         else:
             raise ValueError(f"unknown export format {fmt!r}; valid: ['onnx', 'torchscript']")
 
 
-def verify_onnx(model: GES, path: str, *, left: np.ndarray, right: np.ndarray, iters: int) -> float:
-    """Max |disparity_onnxruntime - disparity_pytorch| on a real pair, both running the unrolled graph."""
+def verify_onnx(predictor, path: str, *, left: np.ndarray, right: np.ndarray, iters: int) -> float:
+    """Max |disparity_onnxruntime - disparity of the PyTorch predictor| on a real pair at the export's size, the
+    predictor running its own solver (the node's) for `iters` iterations: what the node would publish."""
     import onnxruntime as ort
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    lt = torch.from_numpy(np.ascontiguousarray(left)).permute(2, 0, 1)[None].float()
-    rt = torch.from_numpy(np.ascontiguousarray(right)).permute(2, 0, 1)[None].float()
-    with torch.no_grad():
-        ref, _ = UnrolledGES(model, iters)(lt, rt)
-    got = session.run(["disparity"], {"left": lt.numpy(), "right": rt.numpy()})[0]
-    return float(np.abs(ref.numpy() - got).max())
+    ref = predictor.predict(left, right, iters=iters).disparity
+    feed = {"left": left.transpose(2, 0, 1)[None].astype(np.float32),
+            "right": right.transpose(2, 0, 1)[None].astype(np.float32)}
+    got = session.run(["disparity"], feed)[0][0, 0]
+    return float(np.abs(ref - got).max())
 
 
 class OnnxPredictor:
@@ -82,7 +99,8 @@ class OnnxPredictor:
         meta = self.session.get_modelmeta().custom_metadata_map
         self.config = GESConfig.from_json(meta["ges_config"]) if "ges_config" in meta else GESConfig()
         self.iters = int(meta.get("ges_iters", -1))
-        self.solver = "fixed_point (unrolled)"
+        # files exported before the solver was recorded unrolled plain iteration
+        self.solver = f"{meta.get('ges_solver', 'fixed_point')} (unrolled, {self.iters} iterations)"
         self.device = "onnxruntime"
         self.iters_fixed = True
         self.solvers = ()                  # the iterations are baked into the graph

@@ -113,9 +113,10 @@ def test_scene_reader_dense_and_sparse_markers(tmp_path):
 def test_export_onnx_matches_pytorch(tmp_path, tiny_weights):
     r = run("export", "--format", "onnx", "--height", "64", "--width", "96", "--iters", "2", "--weights",
             tiny_weights, "-o", tmp_path / "m.onnx")
-    assert "OK" in r.stdout and "max |disparity difference|" in r.stdout
+    assert "OK" in r.stdout and "max |disparity difference|" in r.stdout and "solver anderson" in r.stdout
     from ges_core import load_predictor
     pred = load_predictor(str(tmp_path / "m.onnx"))
+    assert pred.solver == "anderson (unrolled, 2 iterations)"
     img = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
     out = pred.predict(img, img)
     assert out.disparity.shape == (64, 96) and out.iters == 2 and pred.config.max_disp == 32
@@ -176,3 +177,16 @@ def test_bench_accuracy_writes_the_weights_record(tmp_path, tiny_weights):
     assert data["iters"] == 4 and set(m) == {"ges_epe", "ges_bad2", "sgbm_epe", "sgbm_bad2", "beats_sgbm_bad2"}
     # SGBM on the real pair is far better than a random tiny network
     assert m["sgbm_bad2"] < m["ges_bad2"] and m["beats_sgbm_bad2"] is False
+
+
+def test_export_leaves_the_model_in_inference_mode(tmp_path, tiny_weights):
+    """torch.onnx.export restores its wrapper's mode; a wrapper in training mode once left the predictor's model in
+    training mode (training's top-k), so the export verified against a different disparity than the node's."""
+    import warnings
+    from ges_core import load_predictor
+    from ges_core.export import export
+    pred = load_predictor(str(tiny_weights))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export(pred.model, str(tmp_path / "m.onnx"), fmt="onnx", height=32, width=64, iters=1)
+    assert not pred.model.training

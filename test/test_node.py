@@ -225,19 +225,30 @@ def test_failed_inference_is_retried_at_a_lower_scale_when_configured(oracle_har
                        for s in m.status for kv in s.values), 10, "retry in diagnostics")
 
 
-def test_node_runs_an_exported_onnx_model(tmp_path, tiny_weights, motorcycle_small):
+def test_node_publishes_from_the_onnx_export_what_it_publishes_from_the_weights(tmp_path, tiny_weights,
+                                                                                 motorcycle_small):
+    """The export holds the node's algorithm (Anderson, the node's iterations): given the .onnx the node publishes the
+    disparity it publishes given the .safetensors, within 0.05 px."""
     import warnings
     from ges_core.export import export
     left, right, gt, valid, cam = motorcycle_small
+    height, width = gt.shape
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export(load_predictor(str(tiny_weights)).model, str(tmp_path / "m.onnx"), fmt="onnx", height=64, width=96,
-               iters=2)
-    with Harness({"weights": str(tmp_path / "m.onnx")}) as h:
-        h.publish(pair(cam, left, right, 9))
-        h.wait(lambda: h.count("disparity"), 60, "disparity from the ONNX model")
-        d = h.received["disparity"][0]
-        assert (d.image.height, d.image.width) == gt.shape       # resized back to the input size
+        export(load_predictor(str(tiny_weights)).model, str(tmp_path / "m.onnx"), fmt="onnx", height=height,
+               width=width, iters=4)
+    out = {}
+    for name in ("m.onnx", None):
+        weights = str(tmp_path / name) if name else str(tiny_weights)
+        with Harness({"weights": weights, "iters": 4}) as h:
+            h.publish(pair(cam, left, right, 9))
+            h.wait(lambda: h.count("disparity"), 60, f"disparity from {weights}")
+            d = h.received["disparity"][0]
+            assert (d.image.height, d.image.width) == gt.shape
+            out[name] = disp_array(d)
+    assert "anderson (unrolled, 4 iterations)" == load_predictor(str(tmp_path / "m.onnx")).solver
+    both = (out["m.onnx"] > 0) & (out[None] > 0)
+    assert both.mean() > 0.9 and np.abs(out["m.onnx"] - out[None])[both].max() < 0.05
 
 
 def test_hyper_anderson_without_solver_weights_falls_back_to_anderson(tiny_weights, motorcycle_small):

@@ -111,21 +111,67 @@ def anderson(func: Func, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0, s
     return (best.z if best.z is not None else z0), info
 
 
-def anderson_alpha(G: torch.Tensor, *, lam: float = 1e-4) -> torch.Tensor:
+def anderson_alpha(G: torch.Tensor, *, lam: float = 1e-4, unrolled: bool = False) -> torch.Tensor:
     """Residual history G (B, n, N) -> the weights (B, n) minimising |sum_i alpha_i g_i| subject to
-    sum_i alpha_i = 1, from the bordered normal equations (float32)."""
+    sum_i alpha_i = 1 (float32): alpha = y / sum(y) with (G G^T + reg I) y = 1, the closed form of the bordered
+    normal equations. unrolled: the small SPD system by an unrolled Cholesky in plain tensor ops, which ONNX and
+    TensorRT export (they have no linear solve); the same numbers as torch.linalg.solve up to rounding."""
     batch, n, _ = G.shape
     G = G.float()
-    H = torch.zeros(batch, n + 1, n + 1, device=G.device)
-    H[:, 0, 1:] = 1
-    H[:, 1:, 0] = 1
     GG = G @ G.transpose(1, 2)
     # Tikhonov term relative to the residuals' size, so it stays negligible as they shrink
     reg = lam * GG.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)
-    H[:, 1:, 1:] = GG + reg.view(-1, 1, 1) * torch.eye(n, device=G.device)
-    rhs = torch.zeros(batch, n + 1, 1, device=G.device)
-    rhs[:, 0] = 1
-    return torch.linalg.solve(H, rhs)[:, 1:, 0]
+    H = GG + reg.view(-1, 1, 1) * torch.eye(n, device=G.device)
+    ones = torch.ones(batch, n, 1, device=G.device)
+    y = _spd_solve_unrolled(H, ones) if unrolled else torch.linalg.solve(H, ones)
+    return (y / y.sum(dim=1, keepdim=True))[..., 0]
+
+
+def _spd_solve_unrolled(H: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """H (B, n, n) symmetric positive definite, b (B, n, 1) -> H^-1 b, as n^2 elementwise steps (n <= anderson_m)."""
+    n = H.shape[-1]
+    L = [[None] * n for _ in range(n)]
+    for j in range(n):
+        d = H[:, j, j] - sum((L[j][k] * L[j][k] for k in range(j)), torch.zeros_like(H[:, j, j]))
+        L[j][j] = d.clamp_min(1e-30).sqrt()
+        for i in range(j + 1, n):
+            off = H[:, i, j] - sum((L[i][k] * L[j][k] for k in range(j)), torch.zeros_like(H[:, i, j]))
+            L[i][j] = off / L[j][j]
+    y = []
+    for i in range(n):                                   # L y = b
+        y.append((b[:, i, 0] - sum((L[i][k] * y[k] for k in range(i)), torch.zeros_like(b[:, i, 0]))) / L[i][i])
+    x = [None] * n
+    for i in reversed(range(n)):                         # L^T x = y
+        x[i] = (y[i] - sum((L[k][i] * x[k] for k in range(i + 1, n)), torch.zeros_like(y[i]))) / L[i][i]
+    return torch.stack(x, dim=1)[..., None]
+
+
+def anderson_unrolled(func: Func, z0: torch.Tensor, *, iters: int, m: int = 5, beta: float = 1.0,
+                      lam: float = 1e-4) -> torch.Tensor:
+    """`anderson` for a fixed number of iterations as a static graph (ONNX, TensorRT, TorchScript): the same
+    iterates, the same least squares (unrolled), and the same answer, the f-value with the lowest relative
+    residual, chosen per batch element with tensor ops. No early stop at a tolerance and no restart on a
+    non-finite history (a deployed graph runs its iterations)."""
+    x = z0.flatten(1).float()
+    x_hist: List[torch.Tensor] = []
+    f_hist: List[torch.Tensor] = []
+    best = best_res = None
+    for _ in range(max(1, iters)):
+        fx = func(x.to(z0.dtype).view_as(z0)).flatten(1).float()
+        res = (fx - x).norm(dim=1) / fx.norm(dim=1).clamp_min(1e-8)          # (B,)
+        if best is None:
+            best, best_res = fx, res
+        else:
+            better = (res <= best_res)[:, None]
+            best, best_res = torch.where(better, fx, best), torch.minimum(res, best_res)
+        x_hist, f_hist = (x_hist + [x])[-m:], (f_hist + [fx])[-m:]
+        if len(x_hist) == 1:
+            x = fx
+            continue
+        X, F = torch.stack(x_hist, dim=1), torch.stack(f_hist, dim=1)          # (B, n, N)
+        alpha = anderson_alpha(F - X, lam=lam, unrolled=True)
+        x = beta * (alpha.unsqueeze(1) @ F)[:, 0] + (1 - beta) * (alpha.unsqueeze(1) @ X)[:, 0]
+    return best.to(z0.dtype).view_as(z0)
 
 
 SOLVERS: Dict[str, Callable[..., Tuple[torch.Tensor, SolverInfo]]] = {
