@@ -50,8 +50,11 @@ def load_weights(path: Union[str, os.PathLike]) -> Tuple[GESConfig, Dict[str, to
     from safetensors import SafetensorError, safe_open
     path = resolve_weights(path)
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head[:1] in _PICKLE_MAGIC[:1] or head[:4] == _PICKLE_MAGIC[1]:
+        head = fh.read(9)
+    # safetensors: a little-endian u64 header length, then the JSON header; that length's first byte can be 0x80,
+    # a pickle's first byte, so a file whose header opens with "{" is not taken for one
+    safetensors_like = head[8:9] == b"{"
+    if not safetensors_like and (head[:1] in _PICKLE_MAGIC[:1] or head[:4] == _PICKLE_MAGIC[1]):
         raise ValueError(f"{path}: looks like a pickle/torch checkpoint; only safetensors (or ONNX) weights are "
                          "loaded, never pickles (they can run arbitrary code)")
     try:

@@ -147,6 +147,21 @@ def test_pickle_weights_are_refused(tmp_path):
         load_predictor(str(path2))
 
 
+def test_safetensors_whose_header_length_starts_like_a_pickle_load(tmp_path):
+    """A safetensors file begins with its header length (u64, little-endian); one of 0x..80 bytes begins with a
+    pickle's first byte. Such weights (the first stage-4 checkpoint's export was one) must load."""
+    from ges_core.weights import load_weights, save_weights
+    model = build_model(GESConfig.preset("tiny"))
+    path = tmp_path / "w.safetensors"
+    for pad in range(300):
+        save_weights(path, model, model.config, metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    config, tensors, meta = load_weights(path)
+    assert config == model.config and meta["pad"]
+
+
 def test_config_presets_and_overrides():
     small, paper = GESConfig.preset("small"), GESConfig.preset("paper")
     assert small.max_disp == 192 and paper.max_disp == 384 and paper.hidden_dims == (128, 128, 128)
