@@ -45,8 +45,19 @@ def test_package_xml():
     assert root.get("format") == "3" and root.findtext("name") == "ges_ros"
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.findall("exec_depend")}
-    assert {"rclpy", "sensor_msgs", "stereo_msgs", "diagnostic_msgs", "message_filters", "cv_bridge",
-            "python3-numpy", "python3-opencv"} <= deps
+    assert {"python3-numpy", "python3-opencv", "python3-yaml", "python3-pytorch"} <= deps
+    # the ROS packages listed are exactly those the code imports
+    ros = {"rclpy", "rcl_interfaces", "builtin_interfaces", "std_msgs", "sensor_msgs", "stereo_msgs",
+           "diagnostic_msgs", "message_filters", "cv_bridge", "launch", "launch_ros", "ament_index_python",
+           "image_transport", "tf2_ros"}
+    imported = set()
+    for path in [*(ROOT / "ges_ros").rglob("*.py"), *(ROOT / "launch").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    assert {d for d in deps if not d.startswith("python3-")} == imported & ros
     assert "python3-pytest" in {e.text for e in root.findall("test_depend")}
 
 
