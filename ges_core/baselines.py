@@ -39,3 +39,15 @@ def fill_disparity_holes(disp: np.ndarray) -> np.ndarray:
     rv = np.where(valid[rows, right_idx], disp[rows, right_idx], big)
     filled = np.where(valid, disp, np.minimum(lv, rv))
     return np.where(filled >= big, 0, filled).astype(np.float32)
+
+
+def sgbm_stereo_image_proc(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """OpenCV SGBM with stereo_image_proc's default parameters (disparity_range 64, correlation_window_size 15,
+    P1 200, P2 400, uniqueness 15, speckle 100/4, prefilter cap 31, full_dp false: the 5-path mode): what a ROS user
+    gets from `stereo_algorithm:=1` without tuning. The latency reference, not the accuracy one."""
+    matcher = cv2.StereoSGBM_create(minDisparity=0, numDisparities=64, blockSize=15, P1=200, P2=400,
+                                    disp12MaxDiff=0, preFilterCap=31, uniquenessRatio=15, speckleWindowSize=100,
+                                    speckleRange=4, mode=cv2.STEREO_SGBM_MODE_SGBM)
+    gl = cv2.cvtColor(left, cv2.COLOR_RGB2GRAY)
+    gr = cv2.cvtColor(right, cv2.COLOR_RGB2GRAY)
+    return matcher.compute(gl, gr).astype(np.float32) / 16.0

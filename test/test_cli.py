@@ -157,15 +157,21 @@ def test_export_weights_from_a_checkpoint_sets_the_inference_topk(tmp_path):
     ("node", ["--node-size", "60x80", "--repeats", "1"]),
     ("flops", ["--presets", "tiny", "--sizes", "32x64"]),
     ("accuracy", ["--iters-list", "1", "--data", "/nonexistent"]),
+    ("gpu", ["--device", "cpu", "--presets", "tiny", "--sizes", "32x64", "--precisions", "fp32,bf16", "--gpu-modes",
+             "eager,cuda_graph", "--repeats", "1", "--warmup", "1", "--ort"]),
 ])
 def test_bench_modes_write_their_tables(tmp_path, tiny_weights, mode, extra):
     run("bench", mode, "--docs", tmp_path, "--weights", tiny_weights, *extra)
-    doc = tmp_path / ("ACCURACY.md" if mode == "accuracy" else "BENCHMARKS.md")
+    doc = tmp_path / {"accuracy": "ACCURACY.md", "gpu": "GPU.md"}.get(mode, "BENCHMARKS.md")
     text = doc.read_text()
     assert f"<!-- bench:{mode} -->" in text and f"<!-- /bench:{mode} -->" in text
     assert "torch" in text and "threads" in text and "|---|" in text
     run("bench", mode, "--docs", tmp_path, "--weights", tiny_weights, *extra)      # rerun replaces in place
     assert doc.read_text().count(f"<!-- bench:{mode} -->") == 1
+    if mode == "latency":        # the node's default beside stereo_image_proc's SGBM, with their ratio
+        assert "stereo_image_proc" in text and "GES/SGBM" in text
+    if mode == "gpu":            # every precision and the ONNX Runtime row; cuda_graph is left out on a CPU
+        assert "| tiny | 64x32 | bf16 | eager |" in text and "onnxruntime CPU" in text and "cuda_graph" not in text
 
 
 def test_bench_accuracy_writes_the_weights_record(tmp_path, tiny_weights):
