@@ -75,27 +75,36 @@ def depth_from_disparity(d_ros: np.ndarray, calib: StereoCalibration) -> np.ndar
         return (calib.fx * calib.baseline / d_ros).astype(np.float32)
 
 
-def point_cloud_xyz(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *,
-                    min_depth: float = 0.0, max_depth: float = 0.0,
-                    out: Optional[np.ndarray] = None, row0: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """-> (H, W, 3) float32 points in the left optical frame (NaN where invalid) and the final mask.
-    max_depth <= 0 means no upper clip. `out` (H, W, >=3) float32 receives x, y, z in its first channels.
-    row0: the image row of d_ros's first row, when it is a band of a larger image."""
-    height, width = d_ros.shape
-    ok = valid & (d_ros > 0)
+def depth_map(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *, min_depth: float = 0.0,
+              max_depth: float = 0.0) -> np.ndarray:
+    """(H, W) float32 depth Z = f T / d, NaN where there is no point (invalid, d <= 0, or outside the depth limits;
+    max_depth <= 0: no upper limit)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.divide(np.float32(calib.fx * calib.baseline), d_ros, dtype=np.float32)
-    ok &= z >= min_depth
+    bad = ~valid | (d_ros <= 0) | (z < min_depth)
     if max_depth > 0:
-        ok &= z <= max_depth
-    z[~ok] = np.nan
+        bad |= z > max_depth
+    np.copyto(z, np.float32(np.nan), where=bad)
+    return z
+
+
+def point_cloud_xyz(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *,
+                    min_depth: float = 0.0, max_depth: float = 0.0,
+                    out: Optional[np.ndarray] = None, row0: int = 0, z: Optional[np.ndarray] = None
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+    """-> (H, W, 3) float32 points in the left optical frame (NaN where invalid) and the final mask.
+    max_depth <= 0 means no upper clip. `out` (H, W, >=3) float32 receives x, y, z in its first channels.
+    row0: the image row of d_ros's first row, when it is a band of a larger image; z: its depth_map, if computed."""
+    height, width = d_ros.shape
+    if z is None:
+        z = depth_map(d_ros, valid, calib, min_depth=min_depth, max_depth=max_depth)
     xyz = np.empty((height, width, 3), np.float32) if out is None else out
     u = (np.arange(width, dtype=np.float32) - np.float32(calib.cx_left)) / np.float32(calib.fx)
     v = (np.arange(row0, row0 + height, dtype=np.float32) - np.float32(calib.cy)) / np.float32(calib.fy)
     np.multiply(z, u[None, :], out=xyz[..., 0])
     np.multiply(z, v[:, None], out=xyz[..., 1])
     xyz[..., 2] = z
-    return (xyz if out is None else out[..., :3]), ok
+    return (xyz if out is None else out[..., :3]), np.isfinite(z)
 
 
 def valid_window(valid: np.ndarray) -> Tuple[int, int, int, int]:
