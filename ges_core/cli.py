@@ -227,10 +227,11 @@ def _cmd_train_solver(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ parser
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from .deq.solvers import solver_names
     p.add_argument("--weights", default="default", help="default, a .safetensors or an .onnx file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--iters", type=int, default=None, help="solver iterations (default: the weights' config)")
-    p.add_argument("--solver", default=None, help="anderson, fixed_point or hyper_anderson")
+    p.add_argument("--solver", default=None, choices=solver_names(), help="default: the weights' own")
     p.add_argument("--scale", type=float, default=1.0, help="run the network on the pair resized by this factor")
 
 

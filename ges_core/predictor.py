@@ -72,9 +72,9 @@ class Predictor:
 
     @property
     def solvers(self) -> tuple:
-        """The solvers this predictor can switch to (hyper_anderson only with trained solver weights)."""
-        from .deq.solvers import SOLVERS
-        return (*sorted(SOLVERS), *(("hyper_anderson",) if self.model.hyper_solver is not None else ()))
+        """The solvers this predictor can switch to (a learned one only with its trained weights loaded)."""
+        from .deq.solvers import LEARNED_SOLVERS, SOLVERS
+        return (*sorted(SOLVERS), *(LEARNED_SOLVERS if self.model.hyper_solver is not None else ()))
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -171,13 +171,14 @@ def load_predictor(weights: Union[str, "os.PathLike"] = "default", *, device: st
     if missing or unexpected:
         raise ValueError(f"{resolve_weights(weights)}: weights do not fit the stored config "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    from .deq.solvers import LEARNED_SOLVERS, SOLVERS, choose_solver
     solver = solver or config.solver
-    if solver == "hyper_anderson":
+    available = list(SOLVERS)
+    if solver in LEARNED_SOLVERS:
         from .deq.hyper import attach_hyper_solver
-        if not attach_hyper_solver(model, tensors, meta):
-            warnings.warn(f"{resolve_weights(weights)} holds no trained hyper-Anderson solver; using 'anderson'")
-            solver = "anderson"
-    from .deq.solvers import SOLVERS
-    if solver not in SOLVERS and solver != "hyper_anderson":
-        raise ValueError(f"unknown solver {solver!r}; valid: {sorted([*SOLVERS, 'hyper_anderson'])}")
+        if attach_hyper_solver(model, tensors, meta):
+            available.append(solver)
+    solver, warning = choose_solver(solver, available)
+    if warning:
+        warnings.warn(f"{resolve_weights(weights)}: {warning}")
     return Predictor(model, device=device, solver=solver)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from ges_core.config import GESConfig
+from ges_core.deq.solvers import solver_names
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ PARAMS = (
     Param("iters", GESConfig.iters, "solver iterations per pair (upper bound when budget_ms > 0)", (1, 64), scope="pipeline"),
     Param("solver", GESConfig.solver, "fixed-point solver (hyper_anderson: the learned one shipped with the default "
           "weights; weights without it fall back to anderson with a warning)",
-          choices=("hyper_anderson", "anderson", "fixed_point")),
+          choices=solver_names()),
     Param("budget_ms", 0.0, "latency budget for the network in ms; iterations stop before overrunning it (0 = fixed iters)",
           (0.0, 60000.0), scope="pipeline"),
     Param("warm_start", False, "start the solver from the previous frame's fixed point (video streams)", scope="pipeline"),

@@ -32,6 +32,7 @@ from .messages import diagnostics_msg, header, rclpy_types
 from .params import PARAMS, by_name
 from .processing import InputError, ProcessingParams, StereoProcessor
 from .sync import StereoInputs
+from ges_core.deq.solvers import choose_solver
 
 RCLError = _rclpy_c.RCLError
 
@@ -64,10 +65,9 @@ class StereoNode(Node):
         if predictor is None:
             predictor = self._load_predictor()
         self.predictor = predictor
-        wanted = self.get_parameter("solver").value
-        if wanted == "hyper_anderson" and not self._has_hyper_solver():
-            self.get_logger().warning(f"solver hyper_anderson: the weights ({self.get_parameter('weights').value}) "
-                                      "carry no trained hyper-Anderson solver; using anderson")
+        _, warning = choose_solver(self.get_parameter("solver").value, self._solvers())
+        if warning:
+            self.get_logger().warning(f"{warning} (weights {self.get_parameter('weights').value})")
         calibration = self._fixed_calibration()
         self.processor = StereoProcessor(predictor, ProcessingParams.from_dict(self._param_values()), rclpy_types(),
                                          names=tuple(self.resolve_topic_name(n) for n in INPUTS),
@@ -136,8 +136,9 @@ class StereoNode(Node):
         solver = self.get_parameter("solver").value
         return load_predictor(weights, device=device, solver=solver)
 
-    def _has_hyper_solver(self) -> bool:
-        return "hyper_anderson" in getattr(self.predictor, "solvers", ())
+    def _solvers(self) -> tuple:
+        """The solvers the loaded predictor can run (an exported graph: none to switch to)."""
+        return tuple(getattr(self.predictor, "solvers", ()))
 
     def _validate_params(self, params) -> SetParametersResult:
         for prm in params:
@@ -148,10 +149,10 @@ class StereoNode(Node):
             if spec.choices and prm.value not in spec.choices:
                 return SetParametersResult(successful=False,
                                            reason=f"{prm.name} must be one of {list(spec.choices)}, got {prm.value!r}")
-            if prm.name == "solver" and hasattr(self, "predictor"):
-                if prm.value == "hyper_anderson" and not self._has_hyper_solver():
+            if prm.name == "solver" and hasattr(self, "predictor") and self._solvers():
+                if choose_solver(prm.value, self._solvers())[1]:      # at runtime a fallback is refused instead
                     return SetParametersResult(successful=False,
-                                               reason="hyper_anderson needs trained solver weights; none are loaded")
+                                               reason=f"{prm.value} needs trained solver weights; none are loaded")
         return SetParametersResult(successful=True)
 
     def _apply_params(self, _params) -> None:
@@ -159,11 +160,8 @@ class StereoNode(Node):
             return
         values = self._param_values()
         self.processor.params = ProcessingParams.from_dict(values)
-        solver = values["solver"]
-        if solver == "hyper_anderson" and not self._has_hyper_solver():
-            solver = "anderson"           # no trained hyper-solver loaded: load_predictor fell back already
-        if hasattr(self.predictor, "solver") and not getattr(self.predictor, "iters_fixed", False):
-            self.predictor.solver = solver
+        if self._solvers():             # an exported graph has its solver built in
+            self.predictor.solver = choose_solver(values["solver"], self._solvers())[0]
         if values["qos_reliability"] != "auto":
             self._resubscribe_if_needed()
 

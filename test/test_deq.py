@@ -157,3 +157,13 @@ def test_anytime_training_draws_iterations_and_supervises_states_along_the_solve
     with torch.no_grad():
         out = model(x, x)
     assert out.corrections == () and out.iters == cfg.iters
+
+
+def test_one_fallback_policy_for_learned_solvers():
+    from ges_core.deq.solvers import choose_solver, solver_names
+    assert set(solver_names()) == {"hyper_anderson", "anderson", "fixed_point"}
+    assert choose_solver("hyper_anderson", ("anderson", "hyper_anderson")) == ("hyper_anderson", None)
+    name, warning = choose_solver("hyper_anderson", ("anderson", "fixed_point"))
+    assert name == "anderson" and "no trained hyper_anderson" in warning
+    with pytest.raises(ValueError, match="unknown solver 'broyden'.*valid"):
+        choose_solver("broyden", ("anderson",))

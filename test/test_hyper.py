@@ -28,7 +28,7 @@ def test_train_solver_lowers_the_4_step_distance_and_loads(tmp_path, tiny_weight
 
 
 def test_missing_solver_weights_fall_back_to_anderson(tiny_weights):
-    with pytest.warns(UserWarning, match="using 'anderson'"):
+    with pytest.warns(UserWarning, match="using anderson"):
         pred = load_predictor(str(tiny_weights), solver="hyper_anderson")
     assert pred.solver == "anderson"
 

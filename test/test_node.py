@@ -255,7 +255,7 @@ def test_hyper_anderson_without_solver_weights_falls_back_to_anderson(tiny_weigh
     """solver: hyper_anderson on weights that carry no trained solver: a warning, Anderson, and output."""
     from rclpy.parameter import Parameter
     left, right, gt, valid, cam = motorcycle_small
-    with pytest.warns(UserWarning, match="no trained hyper-Anderson solver"):
+    with pytest.warns(UserWarning, match="no trained hyper_anderson solver"):
         h = Harness({"weights": str(tiny_weights), "solver": "hyper_anderson"})
     with h:
         assert h.node.predictor.solver == "anderson"

@@ -10,7 +10,7 @@ the backward modes in `ges_core.deq.backward`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -178,6 +178,28 @@ SOLVERS: Dict[str, Callable[..., Tuple[torch.Tensor, SolverInfo]]] = {
     "fixed_point": fixed_point,
     "anderson": anderson,
 }
+
+
+# learned solvers: they need trained weights of their own (loaded with the GES weights when present)
+LEARNED_SOLVERS = ("hyper_anderson",)
+# what a learned solver falls back to when the weights carry none
+FALLBACK_SOLVER = "anderson"
+
+
+def solver_names() -> Tuple[str, ...]:
+    """Every solver name a user may ask for (the node's parameter choices, the CLI's help, the predictor's check)."""
+    return (*LEARNED_SOLVERS, *sorted(SOLVERS))
+
+
+def choose_solver(requested: str, available: Sequence[str]) -> Tuple[str, Optional[str]]:
+    """The one fallback policy: -> (the solver to run, a warning or None). An unknown name is an error; a learned
+    solver the loaded weights do not carry falls back to FALLBACK_SOLVER with a warning that says so."""
+    if requested not in solver_names():
+        raise ValueError(f"unknown solver {requested!r}; valid: {list(solver_names())}")
+    if requested in available:
+        return requested, None
+    return FALLBACK_SOLVER, (f"solver {requested}: the weights carry no trained {requested} solver; "
+                             f"using {FALLBACK_SOLVER}")
 
 
 def get_solver(name: str):
