@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from ges_core.config import GESConfig
-from ges_core.deq.solvers import solver_names
+from ges_core import solver_names
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from .messages import diagnostics_msg, header, rclpy_types
 from .params import PARAMS, by_name
 from .processing import InputError, ProcessingParams, StereoProcessor
 from .sync import StereoInputs
-from ges_core.deq.solvers import choose_solver
+from ges_core import choose_solver
 
 RCLError = _rclpy_c.RCLError
 
@@ -374,9 +374,9 @@ class StereoNode(Node):
 
     def destroy_node(self) -> None:
         if self._running:
-            # after Ctrl-C the context is already shut down and /rosout cannot take the line: console only
-            logger = self.get_logger() if self.context.ok() else rclpy.logging.get_logger(f"ges_ros.{self.get_name()}")
-            logger.info(f"shutting down: {self.summary()}")
+            # console only: Ctrl-C shuts the context down from rclpy's signal thread, possibly between a context.ok()
+            # check and the call, and the line then went to a dead /rosout publisher instead of the console (CI)
+            rclpy.logging.get_logger(f"ges_ros.{self.get_name()}").info(f"shutting down: {self.summary()}")
         with self._cv:
             self._running = False
             self._cv.notify_all()

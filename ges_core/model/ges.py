@@ -13,7 +13,8 @@ from ..deq.backward import BACKWARDS, check_backward
 from ..deq.solvers import SolverInfo, get_solver, StopFn
 from .extractor import ContextEncoder, FeatureEncoder
 from .update import ConvexUpsampler, UpdateBlock
-from .volume import UNet3D, VolumeLookup, groupwise_correlation, probability_mass_near, topk_soft_argmin
+from .volume import (UNet3D, VolumeLookup, groupwise_correlation, pointwise_conv3d, probability_mass_near,
+                     topk_soft_argmin)
 
 PAD_MULTIPLE = 16   # 1/16 is the coarsest GRU level
 
@@ -79,7 +80,7 @@ class GES(nn.Module):
         geo = self.cost_filter(volume)                                  # C(s): (B, c_s, D/2^s, H/4/2^s, W/4/2^s)
         logits = self.cost_head(geo[0]).squeeze(1)                      # (B, D, H/4, W/4)
         init = topk_soft_argmin(logits, cfg.train_topk if self.training else cfg.topk)
-        lookup_vols = [head(g) for head, g in zip(self.lookup_heads, geo)]
+        lookup_vols = [pointwise_conv3d(head, g) for head, g in zip(self.lookup_heads, geo)]
         if cfg.corr_lookup:
             lookup_vols.append(volume)
         lookup = VolumeLookup(lookup_vols, radius=cfg.lookup_radius)

@@ -33,6 +33,14 @@ def _conv3d(in_ch: int, out_ch: int, *, stride: int = 1) -> nn.Sequential:
     )
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # interpolate returns NCDHW whatever its input, and a concatenation follows its first operand. A traced export
+    # (ONNX has no memory format; its runtimes choose their own layout) keeps the plain one.
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return x
+    return x.contiguous(memory_format=torch.channels_last_3d)
+
+
 class UNet3D(nn.Module):
     """Cost volume (B, G, D, H, W) -> geometric features C(s), s = 0, 1, 2, each halving D, H, W."""
 
@@ -46,14 +54,24 @@ class UNet3D(nn.Module):
         self.dec0 = _conv3d(c1 + c0, c0)
 
     def forward(self, volume: torch.Tensor) -> List[torch.Tensor]:
+        # channels-last (NDHWC): oneDNN's fast 3D convolutions on a CPU (the 24->8 decoder conv at 640x480: 3.2x,
+        # measured); the same numbers up to float rounding
+        volume = _channels_last(volume)
         e0 = self.enc0(volume)                 # (B, c0, D, H, W)
         e1 = self.enc1(e0)                     # (B, c1, D/2, H/2, W/2)
         c2 = self.enc2(e1)                     # (B, c2, D/4, H/4, W/4)
         up = F.interpolate(c2, size=e1.shape[2:], mode="trilinear", align_corners=False)
-        c1 = self.dec1(torch.cat([up, e1], dim=1))
+        c1 = self.dec1(_channels_last(torch.cat([up, e1], dim=1)))
         up = F.interpolate(c1, size=e0.shape[2:], mode="trilinear", align_corners=False)
-        c0 = self.dec0(torch.cat([up, e0], dim=1))
+        c0 = self.dec0(_channels_last(torch.cat([up, e0], dim=1)))
         return [c0, c1, c2]
+
+
+def pointwise_conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1x1 Conv3d as the matrix product it is (oneDNN ran it 5x slower as a convolution on a CPU, measured);
+    `conv` keeps its parameters, so weights load unchanged."""
+    out = torch.einsum("bcdhw,oc->bodhw", x, conv.weight[:, :, 0, 0, 0])
+    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1, 1)
 
 
 def topk_soft_argmin(logits: torch.Tensor, k: int) -> torch.Tensor:
