@@ -70,6 +70,16 @@ class GESConfig:
         return cls.from_dict(json.loads(s))
 
 
+def strict_from_dict(cls, values: Dict[str, Any], what: str):
+    """cls(**values) for a dataclass, refusing a name it does not have with the valid ones (a misspelt key would
+    otherwise be dropped, or surface as an uncaught TypeError)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; valid: {sorted(names)}")
+    return cls(**values)
+
+
 def read_yaml(path: str, what: str) -> Dict[str, Any]:
     """A YAML mapping from a file; errors name the file and what it was meant to be."""
     import yaml

@@ -8,7 +8,6 @@ valid, and a point is where it is, by the same rules everywhere.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from .config import GESConfig
+from .config import GESConfig, strict_from_dict
 from .geometry import StereoCalibration, point_cloud_xyz, to_ros_disparity
 
 # the network is run at a scale whose search range covers the wanted disparities with this much to spare
@@ -39,11 +38,7 @@ class PipelineParams:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "PipelineParams":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown pipeline parameters {unknown}; valid: {sorted(names)}")
-        return cls(**values)
+        return strict_from_dict(cls, values, "pipeline parameters")
 
 
 @dataclass

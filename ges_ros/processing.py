@@ -11,11 +11,12 @@ nothing of the network's internals.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from ges_core.config import strict_from_dict
 from ges_core.geometry import CalibrationError, StereoCalibration, colorize
 from ges_core.pipeline import PipelineParams, StereoPipeline
 from .image_codec import ImageError, to_rgb8
@@ -43,11 +44,7 @@ class OutputParams:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "OutputParams":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown output parameters {unknown}; valid: {sorted(names)}")
-        return cls(**values)
+        return strict_from_dict(cls, values, "output parameters")
 
 
 @dataclass

@@ -7,7 +7,8 @@ import pytest
 
 from ges_core.data.augment import AugmentConfig, augment
 from ges_core.data.datasets import ProceduralDataset, build_dataset
-from ges_core.data.io import read_calib, read_pfm, write_pfm
+from ges_core.data.io import read_pfm, write_pfm
+from ges_core.geometry import CalibrationError, load_calibration
 from ges_core.data.procedural import ProceduralConfig, render_pair
 
 H, W = 12, 20
@@ -77,11 +78,11 @@ def test_middlebury_eth3d(tmp_path):
                                      "doffs=3\nbaseline=100\nwidth=20\nheight=12\n")
     s = build_dataset("middlebury", str(tmp_path / "mb"))[0]
     assert not s["valid"][2, 3] and s["nonocc"].sum() == s["valid"].sum()
-    c = read_calib(str(scene / "calib.txt"))
-    assert (c["f"], c["cx"], c["doffs"], c["baseline"]) == (1000, 10, 3, 100)
-    (scene / "calib.txt").write_text("garbage")
-    with pytest.raises(ValueError, match="calib.txt"):
-        read_calib(str(scene / "calib.txt"))
+    c = load_calibration(str(scene / "calib.txt"))     # Middlebury doffs = cx_right - cx_left; baseline in mm
+    assert (c.fx, c.cx_left, c.cx_right, c.baseline, c.doffs) == (1000, 10, 13, 0.1, -3)
+    (scene / "calib.txt").write_text("cam0=garbage\nbaseline=1\n")
+    with pytest.raises(CalibrationError, match="calib.txt"):
+        load_calibration(str(scene / "calib.txt"))
     (scene / "disp0GT.pfm").unlink()
     with pytest.raises(FileNotFoundError, match="disp0GT"):
         build_dataset("eth3d", str(tmp_path / "mb"))

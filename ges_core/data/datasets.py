@@ -189,44 +189,36 @@ def carla_dataset(root: str, **kw) -> StereoDataset:
 
 # ----------------------------------------------------------------------------- procedural
 @dataclass
-class ProceduralDataset:
-    """Infinite on-the-fly synthetic pairs; sample i is a pure function of (seed, i), so a resumed
-    run sees exactly the data it would have seen."""
-    render: ProceduralConfig = field(default_factory=ProceduralConfig)
+class GeneratedDataset:
+    """Infinite on-the-fly pairs from a renderer (rng, config) -> (left, right, disparity, supervised); sample i is a
+    pure function of (seed, i), so a resumed run sees exactly the data it would have seen."""
+    render: object
     augment_cfg: Optional[AugmentConfig] = None
     seed: int = 0
     length: int = 10 ** 9
+    renderer: Callable = staticmethod(render_pair)
+    kind: str = "generated"
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> Sample:
         rng = np.random.default_rng([self.seed, index])
-        left, right, disp, valid = render_pair(rng, self.render)
+        left, right, disp, valid = self.renderer(rng, self.render)
         if self.augment_cfg is not None:
             left, right, disp, valid = augment(left, right, disp, valid, rng, self.augment_cfg)
             valid = supervised(valid, disp, self.render)
-        return {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"procedural_{index}"}
+        return {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"{self.kind}_{index}"}
 
 
-@dataclass
-class PhotoStereoDataset:
-    """Infinite pairs from single photographs (`photo_stereo`); sample i is a pure function of (seed, i)."""
-    render: PhotoStereoConfig = field(default_factory=PhotoStereoConfig)
-    augment_cfg: Optional[AugmentConfig] = None
-    seed: int = 0
-    length: int = 10 ** 9
+def ProceduralDataset(render: Optional[ProceduralConfig] = None, **kw) -> GeneratedDataset:
+    """Layered synthetic scenes (`procedural`)."""
+    return GeneratedDataset(render or ProceduralConfig(), renderer=render_pair, kind="procedural", **kw)
 
-    def __len__(self) -> int:
-        return self.length
 
-    def __getitem__(self, index: int) -> Sample:
-        rng = np.random.default_rng([self.seed, index])
-        left, right, disp, valid = render_photo_pair(rng, self.render)
-        if self.augment_cfg is not None:
-            left, right, disp, valid = augment(left, right, disp, valid, rng, self.augment_cfg)
-            valid = supervised(valid, disp, self.render)
-        return {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"photo_{index}"}
+def PhotoStereoDataset(render: Optional[PhotoStereoConfig] = None, **kw) -> GeneratedDataset:
+    """Pairs from single photographs (`photo_stereo`)."""
+    return GeneratedDataset(render or PhotoStereoConfig(), renderer=render_photo_pair, kind="photo", **kw)
 
 
 @dataclass

@@ -131,32 +131,6 @@ def read_mask(path: str) -> np.ndarray:
     return raw > 127
 
 
-def read_calib(path: str) -> Dict[str, float]:
-    """Middlebury/ETH3D calib.txt -> f, cx, cy, doffs, baseline (same unit as the file, usually mm), width, height."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"calibration file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text calibration file") from None
-    values: Dict[str, str] = {}
-    for line in text.splitlines():
-        if "=" in line:
-            k, v = line.split("=", 1)
-            values[k.strip()] = v.strip()
-    try:
-        cam0 = [float(x) for x in values["cam0"].strip("[]").replace(";", " ").split()]
-        out = {"f": cam0[0], "cx": cam0[2], "cy": cam0[5], "baseline": float(values["baseline"]),
-               "doffs": float(values.get("doffs", 0.0))}
-        cam1 = [float(x) for x in values.get("cam1", values["cam0"]).strip("[]").replace(";", " ").split()]
-        out["cx_right"] = cam1[2]
-        if "doffs" not in values:
-            out["doffs"] = cam1[2] - cam0[2]
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(f"{path}: malformed calib.txt, need cam0=[f 0 cx; 0 f cy; 0 0 1] and baseline= ({exc!r})") from None
-    return out
-
-
 def write_ply(path: str, xyz: np.ndarray, rgb: np.ndarray = None) -> int:
     """Binary little-endian PLY of the finite points; rgb (same leading shape, uint8) optional.
     Written to a temp file and renamed. Returns the number of points."""

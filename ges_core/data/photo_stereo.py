@@ -23,7 +23,7 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
-from .procedural import Surface, _jpeg, _noise, _render, _to_uint8, supervised
+from .procedural import Surface, _noise, _render, camera_effects, supervised
 
 _PHOTO_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff"}
 
@@ -168,13 +168,7 @@ def render_photo_pair(rng: np.random.Generator, cfg: PhotoStereoConfig
         surfaces.append(layout)
     left, disp = _render(surfaces, h, w, right=False)
     right, _ = _render(surfaces, h, w, right=True)
-    if rng.random() < cfg.misalign_prob:
-        m = np.float32([[1, 0, 0], [0, 1, rng.uniform(-0.5, 0.5)]])
-        right = cv2.warpAffine(right, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    left, right = _to_uint8(left), _to_uint8(right)
-    if rng.random() < cfg.jpeg_prob:
-        q = int(rng.integers(40, 95))
-        left, right = (_jpeg(im, q) for im in (left, right))
+    left, right = camera_effects(rng, left, right, misalign_prob=cfg.misalign_prob, jpeg_prob=cfg.jpeg_prob)
     return left, right, np.maximum(disp, 0).astype(np.float32), supervised(disp >= 0, disp, cfg)
 
 

@@ -287,15 +287,23 @@ def render_pair(rng: np.random.Generator, cfg: ProceduralConfig) -> Tuple[np.nda
 
     left, disp = _render(surfaces, h, w, right=False)
     right, _ = _render(surfaces, h, w, right=True)
-    if rng.random() < cfg.misalign_prob:
+    left, right = camera_effects(rng, left, right, misalign_prob=cfg.misalign_prob, jpeg_prob=cfg.jpeg_prob)
+    return left, right, np.maximum(disp, 0).astype(np.float32), supervised(disp >= 0, disp, cfg)
+
+
+def camera_effects(rng: np.random.Generator, left: np.ndarray, right: np.ndarray, *, misalign_prob: float,
+                   jpeg_prob: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Rendered float views -> uint8, with what real rigs add: a sub-pixel vertical misalignment of the right view
+    and JPEG artefacts in both."""
+    h, w = left.shape[:2]
+    if rng.random() < misalign_prob:
         m = np.float32([[1, 0, 0], [0, 1, rng.uniform(-0.5, 0.5)]])
         right = cv2.warpAffine(right, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    left = _to_uint8(left)
-    right = _to_uint8(right)
-    if rng.random() < cfg.jpeg_prob:
+    left, right = _to_uint8(left), _to_uint8(right)
+    if rng.random() < jpeg_prob:
         q = int(rng.integers(40, 95))
         left, right = (_jpeg(im, q) for im in (left, right))
-    return left, right, np.maximum(disp, 0).astype(np.float32), supervised(disp >= 0, disp, cfg)
+    return left, right
 
 
 def supervised(valid: np.ndarray, disp: np.ndarray, cfg: ProceduralConfig) -> np.ndarray:
