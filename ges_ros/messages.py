@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ges_core.geometry import StereoCalibration, depth_map, point_cloud_xyz, valid_window
+from ges_core.geometry import StereoCalibration, point_cloud_xyz, valid_window
 
 # PointField datatype codes (sensor_msgs/PointField)
 FLOAT32 = 7
@@ -131,27 +131,21 @@ def pointcloud_msg(types: MessageTypes, hdr, d_ros: np.ndarray, valid: np.ndarra
     use_color = rgb is not None
     fields, step = pointcloud_fields(types, use_color=use_color, avoid_padding=avoid_padding)
     value, view = types.buffer(height * width * step)
-    words = step // 4
-    pts = view.view(np.float32).reshape(height, width, words)
-    # whole-image passes (contiguous, one call each): depth with NaN for no point, the packed colour; then the
-    # interleaved record written in bands of rows that stay in cache (over the whole 1920x1200 cloud, 74 MB padded,
-    # each field's strided pass was the cost)
-    z = depth_map(d_ros, valid, calib, min_depth=min_depth, max_depth=max_depth)
-    rgb_word = 3 if avoid_padding else 4
-    if use_color:
-        # PCL's packed rgb is the little-endian uint32 0x00RRGGBB
-        c = rgb.astype(np.uint32)
-        packed = (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
-    padded = words > 3 + use_color
-    as_u32 = pts.view(np.uint32)
+    pts = view.view(np.float32).reshape(height, width, step // 4)
+    # in bands of rows that stay in cache: each field is a strided pass over the points, and over the
+    # whole 1920x1200 cloud (74 MB padded) those passes, not the arithmetic, were the cost
     band = max(1, CACHE_BYTES // max(1, width * step))
+    rgb_at = 12 if avoid_padding else 16
+    point_bytes = view.reshape(height, width, step)
     for r0 in range(0, height, band):
         rows = slice(r0, r0 + band)
-        if padded:
-            pts[rows].fill(0)                           # the padding words: one contiguous pass over the band
-        point_cloud_xyz(d_ros[rows], valid[rows], calib, out=pts[rows], row0=r0, z=z[rows])
+        block = pts[rows]
+        block.fill(0)                                   # padding words and rgb's unused byte
+        point_cloud_xyz(d_ros[rows], valid[rows], calib, min_depth=min_depth, max_depth=max_depth, out=block,
+                        row0=r0)
         if use_color:
-            as_u32[rows, :, rgb_word] = packed[rows]
+            # PCL's packed rgb is the little-endian uint32 0x00RRGGBB: bytes B, G, R, 0
+            point_bytes[rows, :, rgb_at:rgb_at + 3] = rgb[rows, :, ::-1]
     return types.with_data(types.PointCloud2, value, header=hdr, height=height, width=width, fields=fields,
                            is_bigendian=False, point_step=step, row_step=step * width, is_dense=False)
 
