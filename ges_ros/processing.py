@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-import numpy as np
-
 from ges_core.config import strict_from_dict
 from ges_core.geometry import CalibrationError, StereoCalibration, colorize
 from ges_core.pipeline import PipelineParams, StereoPipeline

@@ -284,7 +284,7 @@ def test_photo_pair_left_is_the_photograph_and_disparity_is_exact(photo_folder):
         return crops[-1]
     P._photo_crop = record
     try:
-        errs, popped = [], 0
+        errs = []
         for i in range(4):
             crops.clear()
             left, right, disp, valid = P.render_photo_pair(np.random.default_rng(i), cfg)

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ges_core.geometry import (CalibrationError, StereoCalibration, depth_from_disparity, point_cloud_xyz,
+from ges_core.geometry import (CalibrationError, depth_from_disparity, point_cloud_xyz,
                                to_ros_disparity, valid_window)
 from ges_ros.messages import calibration_from_camera_info, pointcloud_msg, rosbags_types, header, unpack_cloud
 

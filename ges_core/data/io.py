@@ -8,7 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Tuple
 
 import cv2
 import numpy as np

@@ -14,7 +14,6 @@ The left view is the photograph pixel for pixel; the disparity is exact for ever
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
