@@ -136,11 +136,12 @@ def replay(in_bag: str, out_bag: str, predictor, *, params: ProcessingParams, to
         bar.close()
         writer.close()
         reader.close()
+    dropped, left_over = sync.dropped, sync.unmatched_now()
     for i, name in enumerate(chosen.as_tuple()):
-        if sync.dropped[i]:
-            summary.dropped[f"unmatched {name}"] = sync.dropped[i]
-        if sync.unmatched_now()[i]:
-            summary.unmatched_at_end[name] = sync.unmatched_now()[i]
+        if dropped[i]:
+            summary.dropped[f"unmatched {name}"] = dropped[i]
+        if left_over[i]:
+            summary.unmatched_at_end[name] = left_over[i]
     if sync.waiting_for_info:
         summary.dropped["no camera_info yet"] = sync.waiting_for_info
     summary.hint = sync.hint() if summary.frames == 0 else None

@@ -157,9 +157,6 @@ class StereoInputs:
         """Per input: images still queued without a partner (at the end of a bag: never matched)."""
         return [len(q) for q in self.images.queues] + [0, 0]
 
-    def clear(self) -> None:
-        self.images.clear()
-
     def add(self, index: int, msg) -> None:
         if index < 2:
             with self._lock:
