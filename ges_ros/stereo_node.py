@@ -372,11 +372,15 @@ class StereoNode(Node):
                 f"iterations={sum(self._iters) / len(self._iters) if self._iters else 0:.2f} "
                 f"dropped={dict(self.drops)} solver_fallbacks={self._fallbacks}")
 
+    def _console(self, message: str) -> None:
+        """A line straight to stderr, for shutdown. Ctrl-C shuts the context (and with it rcl's logging) down from
+        rclpy's signal thread while this runs; a line logged through rcutils then was lost (CI, twice: once to a
+        dead /rosout publisher, once with no output at all), so the summary does not go through it."""
+        print(f"[INFO] [ges_ros.{self.get_name()}]: {message}", file=sys.stderr, flush=True)
+
     def destroy_node(self) -> None:
         if self._running:
-            # console only: Ctrl-C shuts the context down from rclpy's signal thread, possibly between a context.ok()
-            # check and the call, and the line then went to a dead /rosout publisher instead of the console (CI)
-            rclpy.logging.get_logger(f"ges_ros.{self.get_name()}").info(f"shutting down: {self.summary()}")
+            self._console(f"shutting down: {self.summary()}")
         with self._cv:
             self._running = False
             self._cv.notify_all()
@@ -384,7 +388,7 @@ class StereoNode(Node):
         # (torch's thread pool is torn down under it: "terminate called without an active exception")
         self._worker.join(timeout=2.0)
         if self._worker.is_alive():
-            rclpy.logging.get_logger(f"ges_ros.{self.get_name()}").info("waiting for the running inference to end")
+            self._console("waiting for the running inference to end")
             self._worker.join()
         super().destroy_node()
 
