@@ -59,8 +59,9 @@ PARAMS = (
     Param("min_depth", 0.0, "points nearer than this are NaN in points2 (m); with a calibration the network is also "
           "run small enough that its range reaches this depth (near range)", (0.0, 1e6), scope="pipeline"),
     Param("max_depth", 0.0, "points farther than this are NaN in points2 (m); 0 = no limit", (0.0, 1e6), scope="pipeline"),
-    Param("qos_reliability", "auto", "input QoS reliability: auto (match the publishers, as rosbag2 does), "
-          "best_effort (SensorDataQoS) or reliable", choices=("auto", "best_effort", "reliable")),
+    Param("qos_reliability", "auto", "input QoS reliability: auto (per input, reliable when all its publishers "
+          "offer it, as rosbag2 does), best_effort (SensorDataQoS) or reliable; a camera_info whose publishers all "
+          "offer transient_local (latched) is subscribed so in every mode", choices=("auto", "best_effort", "reliable")),
     Param("no_input_warning_seconds", 5.0, "warn when inputs have publishers but nothing arrived for this long (s)",
           (0.5, 3600.0)),
     Param("diagnostics_period", 1.0, "period of /diagnostics (s)", (0.1, 60.0), read_only=True),

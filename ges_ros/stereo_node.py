@@ -15,14 +15,14 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_c
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from stereo_msgs.msg import DisparityImage
 from sensor_msgs.msg import PointCloud2
@@ -38,6 +38,9 @@ RCLError = _rclpy_c.RCLError
 
 INPUTS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
 OK, WARN, ERROR = 0, 1, 2
+RETIRE_AFTER_S = 3.0     # a replaced subscription is destroyed once its successor delivers, or after this
+OVERLAP_S = 0.5          # ... and not before its successor has delivered for this long: what it still queues is taken
+Qos = Tuple[QoSReliabilityPolicy, QoSDurabilityPolicy]
 
 
 def _descriptor(p) -> ParameterDescriptor:
@@ -84,12 +87,16 @@ class StereoNode(Node):
                                  slop=g("approximate_sync_tolerance_seconds").value, use_info=calibration is None)
         # the inputs subscribed: camera_info only without a calibration given
         self.inputs = tuple(range(4)) if calibration is None else (0, 1)
-        self._subs: List[Any] = []
-        self._reliability: Optional[QoSReliabilityPolicy] = None
+        self._subs: Dict[int, Any] = {}
+        self._qos: Dict[int, Qos] = {}
+        # per input: the subscription being replaced, since when, and when its successor first delivered
+        self._retiring: Dict[int, List[Any]] = {}
+        self._generation = [0] * 4                               # per input: the current subscription's number
+        self._recent = [deque(maxlen=32) for _ in range(4)]      # per input: (stamp, subscription) lately taken
         self._last_rx = [0.0] * 4
         self.lost = [0] * 4               # per input: messages DDS discarded before the node took them
         self._started = time.monotonic()
-        self._subscribe(self._wanted_reliability())
+        self._subscribe(self._wanted_qos())
 
         # one-slot mailbox for the worker
         self._cv = threading.Condition()
@@ -166,46 +173,97 @@ class StereoNode(Node):
             self._resubscribe_if_needed()
 
     # ------------------------------------------------------------------ QoS
-    def _wanted_reliability(self) -> QoSReliabilityPolicy:
+    def _wanted_qos(self) -> Dict[int, Qos]:
+        """Per input, the reliability and durability to subscribe with. Reliability: the `qos_reliability` mode, or
+        in auto reliable when every publisher of that input offers it (as rosbag2 decides per topic). Durability:
+        transient-local for a camera_info whose publishers all offer it (a latched camera_info, sent once and kept
+        for late joiners, reaches only a transient-local subscriber; a volatile publisher refuses one)."""
         mode = self.get_parameter("qos_reliability").value
-        if mode == "reliable":
-            return QoSReliabilityPolicy.RELIABLE
-        if mode == "best_effort":
-            return QoSReliabilityPolicy.BEST_EFFORT
-        # auto: reliable only when every publisher of every input offers it (as rosbag2 decides)
-        offered = [info.qos_profile.reliability for i in self.inputs
-                   for info in self.get_publishers_info_by_topic(self.processor.names[i])] if hasattr(self, "processor") else []
-        if offered and all(r == QoSReliabilityPolicy.RELIABLE for r in offered):
-            return QoSReliabilityPolicy.RELIABLE
-        return QoSReliabilityPolicy.BEST_EFFORT
+        wanted = {}
+        for i in self.inputs:
+            offered = [p.qos_profile for p in self.get_publishers_info_by_topic(self.processor.names[i])]
+            if mode == "reliable":
+                reliability = QoSReliabilityPolicy.RELIABLE
+            elif mode == "best_effort":
+                reliability = QoSReliabilityPolicy.BEST_EFFORT
+            elif offered and all(q.reliability == QoSReliabilityPolicy.RELIABLE for q in offered):
+                reliability = QoSReliabilityPolicy.RELIABLE
+            else:
+                reliability = QoSReliabilityPolicy.BEST_EFFORT
+            latched = i >= 2 and offered and all(q.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL for q in offered)
+            wanted[i] = (reliability, QoSDurabilityPolicy.TRANSIENT_LOCAL if latched else QoSDurabilityPolicy.VOLATILE)
+        return wanted
 
-    def _subscribe(self, reliability: QoSReliabilityPolicy) -> None:
-        for s in self._subs:
-            self.destroy_subscription(s)
+    @property
+    def reliability(self) -> Optional[QoSReliabilityPolicy]:
+        """The inputs' subscribed reliability when all agree (None when they differ)."""
+        found = {q[0] for q in self._qos.values()}
+        return found.pop() if len(found) == 1 else None
+
+    def qos_summary(self) -> str:
+        """The subscribed QoS, as diagnostics and logs show it: one word when all inputs agree, else per input."""
+        words = {i: q[0].name.lower() + (" transient_local" if q[1] == QoSDurabilityPolicy.TRANSIENT_LOCAL else "")
+                 for i, q in self._qos.items()}
+        if len(set(words.values())) == 1:
+            return next(iter(words.values()))
+        return ", ".join(f"{INPUTS[i]}: {w}" for i, w in sorted(words.items()))
+
+    def _subscribe(self, wanted: Dict[int, Qos]) -> None:
+        """Subscribe each input whose QoS changed. A replaced subscription keeps delivering until its successor
+        delivers (a new subscription misses what is published before the publisher has discovered it, and the
+        first frames after a switch were lost; the subscription's own matched status comes earlier than that),
+        and a message taken from both is passed on once."""
         depth = self.get_parameter("queue_size").value
-        qos = QoSProfile(depth=depth, reliability=reliability, durability=qos_profile_sensor_data.durability,
-                         history=qos_profile_sensor_data.history)
         types = (Image, Image, CameraInfo, CameraInfo)
-        # DDS's message-lost events (samples the middleware knows it lost); a KEEP_LAST history overwrite raises none
-        self._subs = [self.create_subscription(types[i], INPUTS[i], (lambda m, i=i: self._on_input(i, m)), qos,
-                                               event_callbacks=SubscriptionEventCallbacks(
-                                                   message_lost=(lambda info, i=i: self._on_lost(i, info))))
-                      for i in self.inputs]
-        self._reliability = reliability
+        for i, (reliability, durability) in wanted.items():
+            if self._qos.get(i) == (reliability, durability):
+                continue
+            qos = QoSProfile(depth=depth, reliability=reliability, durability=durability,
+                             history=qos_profile_sensor_data.history)
+            # DDS's message-lost events (samples the middleware knows it lost); a KEEP_LAST history overwrite raises none
+            self._generation[i] += 1
+            gen = self._generation[i]
+            sub = self.create_subscription(types[i], INPUTS[i], (lambda m, i=i, gen=gen: self._on_input(i, m, gen)),
+                                           qos, event_callbacks=SubscriptionEventCallbacks(
+                                               message_lost=(lambda info, i=i: self._on_lost(i, info))))
+            old = self._subs.get(i)
+            if i in self._retiring:                  # replaced again before the previous switch finished
+                self.destroy_subscription(self._retiring.pop(i)[0])
+            if old is not None:
+                self._retiring[i] = [old, time.monotonic(), None]
+            self._subs[i], self._qos[i] = sub, (reliability, durability)
+
+    def _retire(self, index: int) -> None:
+        """Destroy the subscription that `index`'s current one replaced."""
+        old = self._retiring.pop(index)[0]
+        self.destroy_subscription(old)
 
     def _resubscribe_if_needed(self) -> None:
-        wanted = self._wanted_reliability()
-        if wanted != self._reliability:
+        wanted = self._wanted_qos()
+        if wanted != self._qos:
             publishers = sum(self.count_publishers(self.processor.names[i]) for i in self.inputs)
-            why = "the publishers offer it" if publishers else "no publisher left; best_effort matches any"
-            self.get_logger().info(f"input QoS reliability -> {wanted.name.lower()} ({why})")
+            why = "matching the publishers" if publishers else "no publisher left; best_effort matches any"
+            before = self.qos_summary()
             self._subscribe(wanted)
-            # the new subscriptions start from nothing: the silent-input warning waits its full period again
-            self._started = time.monotonic()
+            self.get_logger().info(f"input QoS {before} -> {self.qos_summary()} ({why})")
+        now = time.monotonic()
+        for i in [i for i, (_, since, _) in self._retiring.items() if now - since > RETIRE_AFTER_S]:
+            self._retire(i)                          # a quiet input: its successor had time to match
 
     # --------------------------------------------------------------- inputs
-    def _on_input(self, index: int, msg) -> None:
-        self._last_rx[index] = time.monotonic()
+    def _on_input(self, index: int, msg, generation: int) -> None:
+        now = time.monotonic()
+        self._last_rx[index] = now
+        if generation == self._generation[index] and index in self._retiring:
+            # the new subscription delivers; the old one goes once it has passed on what it had queued
+            retiring = self._retiring[index]
+            retiring[2] = retiring[2] or now
+            if now - retiring[2] >= OVERLAP_S:
+                self._retire(index)
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if any(s == stamp and g != generation for s, g in self._recent[index]):
+            return      # the same sample through the other of two overlapping subscriptions (a re-sent stamp counts)
+        self._recent[index].append((stamp, generation))
         self.sync.add(index, msg)
 
     def _on_lost(self, index: int, info) -> None:
@@ -251,7 +309,7 @@ class StereoNode(Node):
             elif pubs:
                 self._throttled(f"silent{i}", "warning",
                                 f"{names[i]} has {len(pubs)} publisher(s) (reliability offered: {offered}; "
-                                f"requested: {self._reliability.name.lower()}) but nothing arrived for {quiet:.0f} s. "
+                                f"requested: {self._qos[i][0].name.lower()}) but nothing arrived for {quiet:.0f} s. "
                                 "Large images over best-effort QoS are dropped by Fast DDS's default transports: "
                                 "use reliable QoS on both ends or FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in every process.")
 
@@ -341,7 +399,7 @@ class StereoNode(Node):
             "pairs_dropped": sum(drops.values()), "solver_fallbacks": self._fallbacks,
             "clock_resets": self.sync.clock_resets + self.processor.clock_resets,
             "inference_retries": self.processor.retries,
-            "qos_reliability": self._reliability.name.lower() if self._reliability is not None else "?",
+            "qos": self.qos_summary(),
         }
         values.update({f"dropped: {k}": v for k, v in sorted(drops.items())})
         errors = {k: v for k, v in self.drops.items() if k != "superseded"}

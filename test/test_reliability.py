@@ -88,6 +88,75 @@ def test_publisher_dies_and_comes_back(h):
     h.wait(lambda: h.count("disparity") == 2, 20, "output after the publisher came back")
 
 
+def test_qos_switch_to_a_reliable_publisher_loses_no_frame():
+    """A driver process starting with reliable QoS: the node's best-effort subscriptions receive it at once; the
+    auto switch to reliable keeps them until the reliable ones deliver (a new subscription misses what is
+    published before the driver has discovered it: the first frames after a switch were lost), and passes each
+    frame on once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+    oracle = OraclePredictor(np.full((32, 48), 5.0, np.float32), np.ones((32, 48), bool))
+    best_effort = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.BEST_EFFORT)
+    n = 60
+    with Harness({"no_input_warning_seconds": 1.0, "max_pixels": 1000}, predictor=oracle, qos=best_effort,
+                 published=()) as h:
+        assert h.node.reliability == QoSReliabilityPolicy.BEST_EFFORT
+        driver = subprocess.Popen([sys.executable, str(Path(__file__).with_name("driver.py")), str(n), "0.03", "100"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert driver.stdout.readline().strip() == "publishing", driver.communicate(timeout=30)[0]
+            seen = set()
+            while driver.poll() is None:            # the node looks at the publishers once a second
+                seen.add(h.node.reliability)
+                time.sleep(0.01)
+            assert driver.returncode == 0, driver.stdout.read()
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+        assert QoSReliabilityPolicy.BEST_EFFORT in seen and QoSReliabilityPolicy.RELIABLE in seen   # switched meanwhile
+        h.wait(lambda: h.node.stats()["pairs_in"] == n, 20, "every pair formed")
+        h.wait(lambda: not h.node._retiring, 10, "the switch finished")
+        time.sleep(0.5)
+        stats = h.node.stats()
+        assert stats["pairs_in"] == n                               # none lost, none formed twice
+        assert stats["unmatched"] == [0, 0, 0, 0]
+        assert set(k for k, v in stats["drops"].items() if v) <= {"superseded"}
+        assert h.node.sync.received[:2] == [n, n]
+
+
+def test_latched_camera_info_from_before_the_node_started():
+    """A driver that published camera_info once, latched (reliable, transient-local), before the node existed:
+    the node subscribes camera_info transient-local and gets it from the publisher's history."""
+    import rclpy
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo
+    latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    driver = rclpy.create_node("driver", context=context)
+    try:
+        msgs = small_pair(80)
+        pubs = [driver.create_publisher(CameraInfo, f"/stereo/{side}/camera_info", latched) for side in ("left", "right")]
+        for pub, info in zip(pubs, msgs[2:]):
+            pub.publish(info)
+        oracle = OraclePredictor(np.full((32, 48), 5.0, np.float32), np.ones((32, 48), bool))
+        with Harness({"max_pixels": 1000}, predictor=oracle, published=(0, 1)) as h:
+            h.wait(lambda: h.node._qos[2][1] == QoSDurabilityPolicy.TRANSIENT_LOCAL and not h.node._retiring, 10,
+                   "transient-local camera_info subscriptions")
+            h.wait(lambda: h.node.sync.received[2:] == [1, 1], 10, "the latched camera_info")
+            for sec in (80, 81, 82):
+                h.publish(small_pair(sec)[:2])                     # images only, as the driver goes on
+                time.sleep(0.3)
+            h.wait(lambda: h.count("disparity") >= 2, 20, "disparity from the latched camera_info")
+            assert "transient_local" in h.node.qos_summary()
+    finally:
+        driver.destroy_node()
+        rclpy.shutdown(context=context)
+
+
 def test_clock_jumping_back_resyncs(h):
     h.publish(small_pair(500))
     h.wait(lambda: h.count("disparity") == 1, 20, "first")
