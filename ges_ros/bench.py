@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ges_core.bench import median_ms, rss_mb, machine_line, md_table
+from ges_core.bench.common import machine_line, md_table, median_ms, rss_mb
 
 
 # ------------------------------------------------------------------------------ node

@@ -38,7 +38,7 @@ def test_one_traced_solve_equals_separate_solves(solver):
     """The convergence benchmark reads k-iteration results off one solve; that must be what k-iteration
     solves return."""
     from ges_core import GESConfig, build_model
-    from ges_core.bench import solve_trace
+    from ges_core.bench.convergence import solve_trace
     from ges_core.deq.hyper import HyperAnderson
     torch.manual_seed(0)
     model = build_model(GESConfig.preset("tiny")).eval()
