@@ -1,4 +1,5 @@
 """Geometry independent of the network: the disparity convention, depth, points, valid window, messages."""
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -84,10 +85,14 @@ def test_cloud_layout_as_stereo_image_proc(avoid_padding, color, step):
 
 
 @pytest.mark.parametrize("avoid_padding", [True, False])
-def test_cloud_written_in_bands_matches_the_whole_image(avoid_padding):
-    """Row bands (several, the last one short) give the points, colours and zero padding of the whole image."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cloud_written_in_bands_matches_the_whole_image(avoid_padding, threads, monkeypatch):
+    """Row bands (several, the last one short; by one thread or two) give the points, colours and zero padding of
+    the whole image, whatever the buffer held before."""
     from ges_ros import messages
-    t = rosbags_types()
+    monkeypatch.setattr(messages, "PARALLEL_BYTES", 0 if threads == 2 else 1 << 40)
+    dirty = lambda n: (lambda a: (a, a))(np.full(n, 0xAB, np.uint8))
+    t = dataclasses.replace(rosbags_types(), buffer=dirty)
     c = calib(doffs=0.0)
     rng = np.random.default_rng(0)
     h, w = 7, 3000
