@@ -110,3 +110,24 @@ def test_cloud_written_in_bands_matches_the_whole_image(avoid_padding, threads, 
     words = np.frombuffer(msg.data, np.uint32).reshape(h, w, -1)
     used = [0, 1, 2, 3] if avoid_padding else [0, 1, 2, 4]
     assert not words[..., [k for k in range(words.shape[-1]) if k not in used]].any()
+
+
+def test_large_message_buffers_are_reused_only_when_free():
+    """A large field buffer comes back only once no message (or view) holds it: a held one is never overwritten."""
+    t = rosbags_types()
+    c = calib(doffs=0.0)
+    h, w = 300, 300                                   # a 1.4 MB cloud (16 bytes a point): pooled
+    d = np.full((h, w), 5.0, np.float32)
+    valid = np.ones((h, w), bool)
+    first = pointcloud_msg(t, header(t, 0, 0, "f"), d, valid, c, None, avoid_padding=False)
+    kept, first_buffer = bytes(first.data), id(first.data)
+    second = pointcloud_msg(t, header(t, 0, 0, "f"), 2 * d, valid, c, None, avoid_padding=False)
+    assert second.data is not first.data and bytes(first.data) == kept     # the first is still held: untouched
+    held = second.data
+    del second
+    third = pointcloud_msg(t, header(t, 0, 0, "f"), 3 * d, valid, c, None, avoid_padding=False)
+    assert third.data is not held                     # a bare reference to the array keeps it too
+    del first
+    fourth = pointcloud_msg(t, header(t, 0, 0, "f"), 4 * d, valid, c, None, avoid_padding=False)
+    assert id(fourth.data) == first_buffer            # free again: reused, not allocated
+    assert unpack_cloud(fourth)["z"][0, 0] == pytest.approx(unpack_cloud(third)["z"][0, 0] * 3 / 4)
