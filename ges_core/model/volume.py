@@ -99,29 +99,47 @@ class VolumeLookup:
     Built once per image pair (outside the solver loop); calling it is the per-iteration lookup.
     Scale s has D/2^s bins; bin centres follow align_corners=False, so a level-0 disparity d maps
     to (d + 0.5) / 2^s - 0.5 at scale s, and the x/y grid is the same for every scale.
+
+    Trilinear interpolation is separable, and the x/y positions are the lookup grid's pixel centres, the same in
+    every iteration: a coarser scale is resampled bilinearly to that grid once here (zeros outside, as a
+    trilinear grid_sample reads them), and each iteration interpolates along disparity only, between 2r+2 bins
+    gathered once (the same numbers up to float rounding; grid_sample_3d was ~10 % of an iteration on a CPU).
     """
 
     def __init__(self, volumes: Sequence[torch.Tensor], *, radius: int) -> None:
-        self.volumes = list(volumes)   # each (B, C_s, D_s, H_s, W_s)
+        height, width = volumes[0].shape[-2:]
         self.radius = radius
-        batch, _, _, height, width = self.volumes[0].shape
-        dev, dt = self.volumes[0].device, self.volumes[0].dtype
-        gy = (torch.arange(height, device=dev, dtype=dt) + 0.5) / height * 2 - 1
-        gx = (torch.arange(width, device=dev, dtype=dt) + 0.5) / width * 2 - 1
-        taps = 2 * radius + 1
-        self.gx = gx.view(1, 1, 1, width, 1).expand(batch, taps, height, width, 1)
-        self.gy = gy.view(1, 1, height, 1, 1).expand(batch, taps, height, width, 1)
-        self.offsets = torch.arange(-radius, radius + 1, device=dev, dtype=dt).view(1, taps, 1, 1)
+        dev = volumes[0].device
+        self.volumes = [v if v.shape[-2:] == (height, width) else _resample_xy(v, height, width) for v in volumes]
+        self.bins = torch.arange(2 * radius + 2, device=dev).view(1, 2 * radius + 2, 1, 1)
 
     def __call__(self, disparity: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) disparity in level-0 bins -> (B, sum_s C_s * (2r+1), H, W)."""
         out = []
         for s, vol in enumerate(self.volumes):
-            num_disp = vol.shape[2]
-            centre = (disparity + 0.5) / 2 ** s                       # continuous bin + 0.5 at scale s
-            gz = ((centre + self.offsets) / num_disp * 2 - 1).unsqueeze(-1)   # (B, taps, H, W, 1)
-            grid = torch.cat([self.gx, self.gy, gz], dim=-1)
-            sampled = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            batch, channels, taps, height, width = sampled.shape
-            out.append(sampled.reshape(batch, channels * taps, height, width))
+            batch, channels, num_disp, height, width = vol.shape
+            # the taps are whole bins apart: one fraction for all, and 2r+2 neighbouring bins from one gather
+            pos = (disparity + 0.5) / 2 ** s - 0.5 - self.radius            # (B, 1, H, W) bin of the first tap
+            lo = torch.floor(pos)
+            frac = (pos - lo).unsqueeze(1)
+            index = lo.long() + self.bins                                   # (B, 2r+2, H, W)
+            inside = ((index >= 0) & (index < num_disp)).unsqueeze(1).to(vol.dtype)     # zeros beyond the ends
+            picked = vol.gather(2, index.clamp(0, num_disp - 1).unsqueeze(1).expand(-1, channels, -1, -1, -1))
+            picked = picked * inside
+            sampled = picked[:, :, :-1] * (1 - frac) + picked[:, :, 1:] * frac
+            out.append(sampled.reshape(batch, channels * (2 * self.radius + 1), height, width))
         return torch.cat(out, dim=1)
+
+
+def _resample_xy(vol: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, C, D, h, w) -> (B, C, D, height, width): bilinear at the finer grid's pixel centres, zeros outside
+    (grid_sample's rule, align_corners=False), every disparity bin as it is."""
+    batch, channels, num_disp, h, w = vol.shape
+    dev, dt = vol.device, vol.dtype
+    gy = (torch.arange(height, device=dev, dtype=dt) + 0.5) / height * 2 - 1
+    gx = (torch.arange(width, device=dev, dtype=dt) + 0.5) / width * 2 - 1
+    grid = torch.stack([gx.view(1, width).expand(height, width), gy.view(height, 1).expand(height, width)], dim=-1)
+    flat = vol.reshape(batch, channels * num_disp, h, w)
+    out = F.grid_sample(flat, grid.unsqueeze(0).expand(batch, -1, -1, -1), mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    return out.view(batch, channels, num_disp, height, width)
