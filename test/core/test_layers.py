@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("ges_ros", "rclpy", "rcl_interfaces", "builtin_interfaces", "std_msgs", "sensor_msgs", "stereo_msgs",
              "diagnostic_msgs", "message_filters", "cv_bridge", "rosbags", "launch", "launch_ros", "rosidl_runtime_py")
 
@@ -28,6 +28,14 @@ def test_ges_core_has_no_ros_import_line():
                  for path in sorted((ROOT / "ges_core").rglob("*.py"))
                  for line, name in _imports(path) if name.split(".")[0] in FORBIDDEN]
     assert not offenders, "ges_core must not import ROS or ges_ros:\n" + "\n".join(offenders)
+
+
+def test_core_tests_need_no_ros():
+    """test/core mirrors ges_core: its tests run where only the core is installed (test/ros holds the rest)."""
+    offenders = [f"{path.relative_to(ROOT)}:{line}: {name}"
+                 for path in sorted((ROOT / "test" / "core").rglob("*.py"))
+                 for line, name in _imports(path) if name.split(".")[0] in FORBIDDEN + ("ros_harness", "oracle")]
+    assert not offenders, "test/core must not import ROS or ges_ros:\n" + "\n".join(offenders)
 
 
 def test_the_scan_sees_lazy_imports(tmp_path):

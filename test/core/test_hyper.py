@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import torch
-import warnings
 
 from ges_core import load_predictor
 from ges_core.deq.hyper import train_solver_from_config

@@ -185,7 +185,6 @@ def test_config_errors(tmp_path):
 
 def test_torchrun_two_processes_on_cpu(tmp_path):
     """The same command under torchrun: DistributedDataParallel over gloo, each rank its own samples."""
-    import shutil
     torchrun = Path(sys.executable).parent / "torchrun"
     assert torchrun.exists()
     path = cfg_file(tmp_path, steps=2, checkpoint_every=1)

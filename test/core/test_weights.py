@@ -11,7 +11,7 @@ from ges_core.baselines import sgbm_disparity
 from ges_core.data.datasets import MotorcycleDataset
 from ges_core.metrics import disparity_metrics
 
-RECORD = Path(__file__).resolve().parents[1] / "ges_core" / "weights" / "default.json"
+RECORD = Path(__file__).resolve().parents[2] / "ges_core" / "weights" / "default.json"
 
 
 @pytest.fixture(scope="module")

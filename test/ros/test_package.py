@@ -15,7 +15,7 @@ import yaml
 
 from ges_ros.params import PARAMS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 BIN = Path(PY).parent
 

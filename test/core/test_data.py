@@ -145,7 +145,6 @@ def _warp_error(left, right, disp, valid):
 
 def test_procedural_disparity_is_exact_by_warping():
     cfg = ProceduralConfig(height=96, width=160, max_disp=40, misalign_prob=0, jpeg_prob=0)
-    import ges_core.data.procedural as P
     errs = []
     for i in range(4):
         left, right, disp, valid = render_pair(np.random.default_rng(i), cfg)
@@ -195,7 +194,7 @@ def test_procedural_renders_a_curved_surface_whose_slope_grows_off_its_box():
     import subprocess, sys
     from pathlib import Path
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       cwd=Path(__file__).resolve().parents[1])
+                       cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
 
 

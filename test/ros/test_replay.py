@@ -1,7 +1,6 @@
 """Bag replay without ROS: topics, counts, stamps, identity with the node's processing, broken bags, demo pieces."""
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +36,6 @@ def write_bag(path, pair, cam, frames=3, storage="mcap", extra_right_only=0):
 
 @pytest.fixture(scope="module")
 def small_pair(motorcycle_small):
-    import cv2
     left, right, gt, valid, cam = motorcycle_small
     return left[:96, :160].copy(), right[:96, :160].copy(), cam
 

@@ -27,7 +27,6 @@ def h():
 
 
 def test_info_without_images_and_images_without_info(h):
-    msgs = small_pair(10)
     for k in range(3):
         m = small_pair(10 + k)
         h.publish([None, None, m[2], m[3]])
