@@ -114,9 +114,15 @@ class StereoNode(Node):
         self._worker.start()
         self.create_timer(g("diagnostics_period").value, self._publish_diagnostics)
         self.create_timer(1.0, self._watch_inputs)
+
+    def announce(self) -> None:
+        """The "ready" line. main() logs it once the node is bound to its variable: a Ctrl-C answering it then
+        always reaches destroy_node and its summary (raised inside the constructor, after the line, it left no
+        node to destroy and the process exited 0 silently; seen in CI)."""
+        g = self.get_parameter
         self.get_logger().info(
-            f"ready: weights={g('weights').value} device={getattr(predictor, 'device', '?')} "
-            f"solver={getattr(predictor, 'solver', '?')} iters={g('iters').value}; inputs "
+            f"ready: weights={g('weights').value} device={getattr(self.predictor, 'device', '?')} "
+            f"solver={getattr(self.predictor, 'solver', '?')} iters={g('iters').value}; inputs "
             f"{', '.join(self.processor.names)}; sync={'approximate' if g('approximate_sync').value else 'exact'}")
 
     # ------------------------------------------------------------ parameters
@@ -461,6 +467,7 @@ def main(args: Optional[List[str]] = None) -> int:
             # missing or corrupt weights: fail fast, saying which file and why
             rclpy.logging.get_logger("stereo_node").fatal(f"cannot start: {exc}")
             return 1
+        node.announce()
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass

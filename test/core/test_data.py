@@ -187,7 +187,7 @@ def test_procedural_renders_a_curved_surface_whose_slope_grows_off_its_box():
     """A curved surface whose slope exceeds 1 beyond its box (this one came out of the stage-3 training stream,
     seed 0, sample 46405): the right-view solve once ran to inf there and cv2.remap never returned, hanging
     a data worker and with it the trainer."""
-    code = ("import numpy as np, sys; sys.path.insert(0, 'test'); from test_data import _surface;"
+    code = ("import numpy as np, sys; sys.path.insert(0, 'test/core'); from test_data import _surface;"
             "from ges_core.data.procedural import _render;"
             "img, d = _render([_surface(116.04, 0.390, -0.0062, (44, 94, 212, 245))], 256, 512, right=True);"
             "assert np.isfinite(img).all() and (d >= 0).sum() > 500, (d >= 0).sum(); print('ok')")
