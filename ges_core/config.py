@@ -41,6 +41,10 @@ class GESConfig:
     ift_iters: int = 30
     ift_tol: float = 1e-6
 
+    def solver_options(self, name: str) -> Dict[str, Any]:
+        """The stored options of solver `name` (only Anderson has any)."""
+        return {"m": self.anderson_m, "beta": self.anderson_beta} if name == "anderson" else {}
+
     @staticmethod
     def preset(name: str) -> "GESConfig":
         try:

@@ -1,7 +1,7 @@
 """Stereo metrics: EPE, bad-x, KITTI D1 and Argoverse's bad-x with a relative rule."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ class Predictor:
     def solvers(self) -> tuple:
         """The solvers this predictor can switch to (a learned one only with its trained weights loaded)."""
         from .deq.solvers import LEARNED_SOLVERS, SOLVERS
-        return (*sorted(SOLVERS), *(LEARNED_SOLVERS if self.model.hyper_solver is not None else ()))
+        return (*sorted(SOLVERS), *(n for n in LEARNED_SOLVERS if n in self.model.learned_solvers))
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -153,7 +154,7 @@ class Predictor:
                           list(info.residuals), timings, None if fallback else z.detach(), fallback)
 
 
-def load_predictor(weights: Union[str, "os.PathLike"] = "default", *, device: str = "cpu",
+def load_predictor(weights: Union[str, os.PathLike] = "default", *, device: str = "cpu",
                    solver: Optional[str] = None, config_overrides: Optional[dict] = None):
     """weights: "default" (shipped), a .safetensors file, or an exported .onnx model.
     device: "cpu", "cuda", "cuda:N" or "auto". solver: fixed_point | anderson | hyper_anderson."""
@@ -167,7 +168,8 @@ def load_predictor(weights: Union[str, "os.PathLike"] = "default", *, device: st
         config = GESConfig.from_dict({**config.__dict__, **config_overrides})
     model = build_model(config)
     missing, unexpected = model.load_state_dict(model_state(tensors), strict=False)
-    unexpected = [k for k in unexpected if not k.startswith("hyper_solver.")]
+    # a learned solver saved with the model (older files: hyper_solver.*) is attached from its own tensors below
+    unexpected = [k for k in unexpected if not k.startswith(("hyper_solver.", "learned_solvers."))]
     if missing or unexpected:
         raise ValueError(f"{resolve_weights(weights)}: weights do not fit the stored config "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")

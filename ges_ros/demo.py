@@ -120,14 +120,11 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
     executor.add_node(peer)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
-    t_play = 0.0
     try:
         node_proc.wait_ready(120)
         print(f"[3/4] playing the bag into the node over DDS ({frames} frames, {period_s} s apart) and recording "
               f"{', '.join(OUTPUTS)}", flush=True)
-        t0 = time.monotonic()
-        sent = play(peer, str(in_bag), rate=1.0, reliable=True, wait_for_subscribers=20.0)
-        t_play = time.monotonic() - t0
+        play(peer, str(in_bag), rate=1.0, reliable=True, wait_for_subscribers=20.0)
         end = time.monotonic() + timeout_s
         while time.monotonic() < end and min(recorder.counts.values()) < frames:
             time.sleep(0.1)

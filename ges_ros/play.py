@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, Optional
 
 import rclpy
 from rclpy.node import Node

@@ -10,7 +10,6 @@ bounded when the network is slower than the camera.
 """
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time

@@ -50,7 +50,7 @@ def bench_convergence(args) -> str:
         warnings.simplefilter("ignore")        # weights without a hyper-solver: compared without it
         pred = load_predictor(args.weights, device=args.device, solver="hyper_anderson")
     model = pred.model
-    solvers = sorted(SOLVERS) + (["hyper_anderson"] if model.hyper_solver is not None else [])
+    solvers = sorted(SOLVERS) + list(model.learned_solvers)
     ks = sorted(args.iters_list)
     # (set, solver, start) -> per pair: residual and EPE at each k, and the converged EPE
     res: Dict[Tuple[str, str, str], List[List[float]]] = {}

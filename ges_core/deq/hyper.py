@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .solvers import SolverInfo, anderson_alpha, relative_residual
+from .solvers import SolverInfo, StateLayout, anderson_alpha, relative_residual
 
 PREFIX = "hyper."
+NAME = "hyper_anderson"          # its name among the solvers (solvers.LEARNED_SOLVERS)
 
 
 class HyperAnderson(nn.Module):
@@ -125,11 +126,12 @@ class HyperAnderson(nn.Module):
             return z, info, x_init, all_fs, alphas
         return z, info
 
-    def solve(self, func: Callable, z0: torch.Tensor, *, enc, unpack, pack, max_iter: int, tol: float = 0.0,
-              stop=None, use_init: bool = True) -> Tuple[torch.Tensor, SolverInfo]:
+    def solve(self, func: Callable, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0, stop=None,
+              layout: StateLayout) -> Tuple[torch.Tensor, SolverInfo]:
+        """The solvers' signature (ges_core.deq.solvers); the learned initializer runs on a cold start only."""
         with torch.no_grad():
-            return self.iterate(func, z0, unpack=unpack, pack=pack, max_iter=max_iter, tol=tol, stop=stop,
-                                use_init=use_init)
+            return self.iterate(func, z0, unpack=layout.unpack, pack=layout.pack, max_iter=max_iter, tol=tol,
+                                stop=stop, use_init=layout.cold)
 
 
 def hyper_tensors(solver: HyperAnderson) -> Dict[str, torch.Tensor]:
@@ -144,7 +146,7 @@ def attach_hyper_solver(model, tensors: Dict[str, torch.Tensor], meta: Optional[
     cfg = json.loads((meta or {}).get("hyper_config", "{}")) or {"hidden": model.config.hidden_dims[0]}
     solver = HyperAnderson(**cfg)
     solver.load_state_dict(state)
-    model.hyper_solver = solver.to(next(model.parameters()).device).eval()
+    model.learned_solvers[NAME] = solver.to(next(model.parameters()).device).eval()
     return True
 
 

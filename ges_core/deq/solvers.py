@@ -1,21 +1,33 @@
 """Fixed-point solvers for z* = f(z*), all with one signature:
 
-    solver(func, z0, *, max_iter, tol, stop=None, **options) -> (z, SolverInfo)
+    solver(func, z0, *, max_iter, tol, stop=None, layout=None, **options) -> (z, SolverInfo)
 
 `func` maps a flat (B, N) state to a flat (B, N) state. One iteration is one evaluation of `func`;
 the returned z is always a value of `func` (the iterate with the lowest residual), so even one
 iteration has gone through the update operator. Runs under no_grad: gradients are attached by
-the backward modes in `ges_core.deq.backward`.
+the backward modes in `ges_core.deq.backward`. `layout` (a StateLayout) tells a solver what the flat state is
+made of; the plain ones here ignore it, a learned one (ges_core.deq.hyper) reads its parts. A learned solver is an
+object with a `solve` method of this signature, registered on the model (`GES.learned_solvers`) when its trained
+weights are loaded.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 Func = Callable[[torch.Tensor], torch.Tensor]
 StopFn = Callable[[int], bool]
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """The flat state's parts, for a solver that reads them: unpack(z) -> (hidden states at 1/4, 1/8, 1/16,
+    disparity), pack(hidden, disparity) -> z; cold: z0 is the volumetric initial state (not a warm start)."""
+    unpack: Callable[[torch.Tensor], Tuple[List[torch.Tensor], torch.Tensor]]
+    pack: Callable[..., torch.Tensor]
+    cold: bool = True
 
 
 @dataclass
@@ -50,7 +62,7 @@ def _finite(x: torch.Tensor) -> bool:
 
 @torch.no_grad()
 def fixed_point(func: Func, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0,
-                stop: Optional[StopFn] = None) -> Tuple[torch.Tensor, SolverInfo]:
+                stop: Optional[StopFn] = None, layout: Optional[StateLayout] = None) -> Tuple[torch.Tensor, SolverInfo]:
     """Plain iteration z <- f(z)."""
     info, best, z = SolverInfo(), _Best(), z0
     for k in range(max(1, max_iter)):
@@ -72,7 +84,8 @@ def fixed_point(func: Func, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0
 
 @torch.no_grad()
 def anderson(func: Func, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0, stop: Optional[StopFn] = None,
-             m: int = 5, beta: float = 1.0, lam: float = 1e-4) -> Tuple[torch.Tensor, SolverInfo]:
+             layout: Optional[StateLayout] = None, m: int = 5, beta: float = 1.0,
+             lam: float = 1e-4) -> Tuple[torch.Tensor, SolverInfo]:
     """Anderson acceleration (Walker & Ni 2011) over the last m iterates, per batch element.
 
     The mixing weights solve a small bordered least-squares system, always in float32 (it is
@@ -202,8 +215,12 @@ def choose_solver(requested: str, available: Sequence[str]) -> Tuple[str, Option
                              f"using {FALLBACK_SOLVER}")
 
 
-def get_solver(name: str):
-    try:
+def get_solver(name: str, learned: Optional[Mapping[str, Any]] = None):
+    """The solve function for `name`: a plain solver, or the `solve` of a learned one registered in `learned`."""
+    if learned is not None and name in learned:
+        return learned[name].solve
+    if name in SOLVERS:
         return SOLVERS[name]
-    except KeyError:
-        raise ValueError(f"unknown solver {name!r}; valid: {sorted(SOLVERS)}") from None
+    if name in LEARNED_SOLVERS:
+        raise ValueError(f"solver {name!r} needs trained solver weights; none are loaded")
+    raise ValueError(f"unknown solver {name!r}; valid: {list(solver_names())}")

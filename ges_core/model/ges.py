@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import GESConfig
 from ..deq.backward import BACKWARDS, check_backward
-from ..deq.solvers import SolverInfo, get_solver, StopFn
+from ..deq.solvers import SolverInfo, StateLayout, StopFn, get_solver
 from .extractor import ContextEncoder, FeatureEncoder
 from .update import ConvexUpsampler, UpdateBlock
 from .volume import (UNet3D, VolumeLookup, groupwise_correlation, pointwise_conv3d, probability_mass_near,
@@ -57,7 +57,8 @@ class GES(nn.Module):
         self.context_injection = context_injection
         self.update_block = update_block
         self.upsampler = upsampler
-        self.hyper_solver: Optional[nn.Module] = None   # set by ges_core.deq.hyper when trained
+        # learned solvers by name, each with its trained weights (ges_core.deq.hyper registers hyper_anderson)
+        self.learned_solvers = nn.ModuleDict()
 
     # ------------------------------------------------------------------ encode
     def encode(self, left: torch.Tensor, right: torch.Tensor) -> Encoded:
@@ -122,13 +123,9 @@ class GES(nn.Module):
             if observe is not None:
                 observe(fz)
             return fz
-        if name == "hyper_anderson":
-            if self.hyper_solver is None:
-                raise ValueError("solver 'hyper_anderson' needs trained solver weights; none are loaded")
-            return self.hyper_solver.solve(func, z0, enc=enc, unpack=lambda z: self.unpack(z, enc), pack=self.pack,
-                                           max_iter=iters, tol=tol, stop=stop, use_init=init is None)
-        opts = {"m": cfg.anderson_m, "beta": cfg.anderson_beta} if name == "anderson" else {}
-        return get_solver(name)(func, z0, max_iter=iters, tol=tol, stop=stop, **opts)
+        layout = StateLayout(unpack=lambda z: self.unpack(z, enc), pack=self.pack, cold=init is None)
+        return get_solver(name, self.learned_solvers)(func, z0, max_iter=iters, tol=tol, stop=stop, layout=layout,
+                                                      **cfg.solver_options(name))
 
     def decode(self, z: torch.Tensor, enc: Encoded) -> Tuple[torch.Tensor, torch.Tensor]:
         """Flat state -> full-resolution (disparity, confidence), cropped to the input size."""

@@ -19,7 +19,7 @@ def test_train_solver_lowers_the_4_step_distance_and_loads(tmp_path, tiny_weight
     assert last < first
     pred = load_predictor(out, solver="hyper_anderson")
     assert pred.solver == "hyper_anderson" and pred.solvers == ("anderson", "fixed_point", "hyper_anderson")
-    hyper = pred.model.hyper_solver
+    hyper = pred.model.learned_solvers["hyper_anderson"]
     assert len(hyper.init_coarse) == extra.get("init_levels", 1) - 1 and hyper.beta_max == extra.get("beta_max", 1.0)
     img = np.random.default_rng(0).integers(0, 255, (32, 64, 3), dtype=np.uint8)
     r = pred.predict(img, np.roll(img, -2, axis=1), iters=4)
@@ -41,7 +41,7 @@ def test_one_traced_solve_equals_separate_solves(solver):
     from ges_core.deq.hyper import HyperAnderson
     torch.manual_seed(0)
     model = build_model(GESConfig.preset("tiny")).eval()
-    model.hyper_solver = HyperAnderson(hidden=model.config.hidden_dims[0], m=3).eval()
+    model.learned_solvers["hyper_anderson"] = HyperAnderson(hidden=model.config.hidden_dims[0], m=3).eval()
     g = torch.Generator().manual_seed(1)
     left = torch.rand(1, 3, 32, 64, generator=g) * 255
     with torch.no_grad():
