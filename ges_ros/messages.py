@@ -21,7 +21,7 @@ from ges_core.geometry import StereoCalibration, point_cloud_xyz, valid_window
 
 # PointField datatype codes (sensor_msgs/PointField)
 FLOAT32 = 7
-CACHE_BYTES = 256 * 1024      # the point-cloud band written at a time
+CACHE_BYTES = 1 << 20         # the point-cloud band assembled at a time (smaller bands: numpy's per-call cost ruled)
 PARALLEL_BYTES = 8 << 20      # clouds at least this large are written by two threads
 POOL_MIN_BYTES = 1 << 20      # message buffers at least this large are reused once free
 POOL_SIZE = 6                 # how many of them are kept (a frame's disparity, cloud, confidence, colour map)

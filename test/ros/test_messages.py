@@ -63,6 +63,7 @@ def test_cloud_written_in_bands_matches_the_whole_image(avoid_padding, threads, 
     the whole image, whatever the buffer held before."""
     from ges_ros import messages
     monkeypatch.setattr(messages, "PARALLEL_BYTES", 0 if threads == 2 else 1 << 40)
+    monkeypatch.setattr(messages, "CACHE_BYTES", 256 * 1024)
     dirty = lambda n: (lambda a: (a, a))(np.full(n, 0xAB, np.uint8))
     t = dataclasses.replace(rosbags_types(), buffer=dirty)
     c = calib(doffs=0.0)
