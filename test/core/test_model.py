@@ -108,6 +108,24 @@ def test_volume_lookup_is_the_trilinear_sample_of_every_scale():
     assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in vols) and disparity.grad.abs().sum() > 0
 
 
+def test_unet_decoder_without_the_concatenation_is_the_same():
+    """The decoder convs over [upsampled, skip] as two convs over the parts equal the conv over their concatenation."""
+    import torch.nn.functional as F
+    from ges_core.model.volume import UNet3D, _channels_last
+    torch.manual_seed(0)
+    unet = UNet3D(in_channels=4, channels=(4, 8, 8)).eval()
+    vol = torch.randn(1, 4, 8, 12, 16)
+    with torch.no_grad():
+        got = unet(vol)
+        e0 = unet.enc0(_channels_last(vol))
+        e1 = unet.enc1(e0)
+        c2 = unet.enc2(e1)
+        c1 = unet.dec1(torch.cat([F.interpolate(c2, size=e1.shape[2:], mode="trilinear", align_corners=False), e1], 1))
+        c0 = unet.dec0(torch.cat([F.interpolate(c1, size=e0.shape[2:], mode="trilinear", align_corners=False), e0], 1))
+    for a, b in zip(got, (c0, c1, c2)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_predictor_api_and_gray_input(tiny_weights):
     pred = load_predictor(str(tiny_weights), device="cpu")
     rng = np.random.default_rng(0)
