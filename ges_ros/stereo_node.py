@@ -251,9 +251,12 @@ class StereoNode(Node):
             before = self.qos_summary()
             self._subscribe(wanted)
             self.get_logger().info(f"input QoS {before} -> {self.qos_summary()} ({why})")
+
+    def _retire_stale(self) -> None:
+        """A quiet input's replaced subscription goes after RETIRE_AFTER_S: its successor had time to match."""
         now = time.monotonic()
         for i in [i for i, (_, since, _) in self._retiring.items() if now - since > RETIRE_AFTER_S]:
-            self._retire(i)                          # a quiet input: its successor had time to match
+            self._retire(i)
 
     # --------------------------------------------------------------- inputs
     def _on_input(self, index: int, msg, generation: int) -> None:
@@ -286,6 +289,7 @@ class StereoNode(Node):
     def _watch_inputs(self) -> None:
         if self.get_parameter("qos_reliability").value == "auto":
             self._resubscribe_if_needed()
+        self._retire_stale()                         # in every mode (a set parameter switches too)
         now = time.monotonic()
         quiet = self.get_parameter("no_input_warning_seconds").value
         if now - self._started < quiet:

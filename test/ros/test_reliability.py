@@ -98,16 +98,21 @@ def test_qos_switch_to_a_reliable_publisher_loses_no_frame():
     from rclpy.qos import QoSProfile, QoSReliabilityPolicy
     oracle = OraclePredictor(np.full((32, 48), 5.0, np.float32), np.ones((32, 48), bool))
     best_effort = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.BEST_EFFORT)
-    n = 60
-    with Harness({"no_input_warning_seconds": 1.0, "max_pixels": 1000}, predictor=oracle, qos=best_effort,
-                 published=()) as h:
+    from rclpy.parameter import Parameter
+    n = 80
+    # best effort held until the driver publishes, then auto: the switch lands mid-stream (the node looks at the
+    # publishers once a second; the stream lasts 2.4 s)
+    params = {"no_input_warning_seconds": 1.0, "max_pixels": 1000, "qos_reliability": "best_effort"}
+    with Harness(params, predictor=oracle, qos=best_effort, published=()) as h:
         assert h.node.reliability == QoSReliabilityPolicy.BEST_EFFORT
         driver = subprocess.Popen([sys.executable, str(Path(__file__).with_name("driver.py")), str(n), "0.03", "100"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             assert driver.stdout.readline().strip() == "publishing", driver.communicate(timeout=30)[0]
-            seen = set()
-            while driver.poll() is None:            # the node looks at the publishers once a second
+            seen = {h.node.reliability}
+            time.sleep(0.1)
+            h.node.set_parameters([Parameter("qos_reliability", value="auto")])
+            while driver.poll() is None:
                 seen.add(h.node.reliability)
                 time.sleep(0.01)
             assert driver.returncode == 0, driver.stdout.read()
