@@ -27,7 +27,7 @@ POOL_MIN_BYTES = 1 << 20      # message buffers at least this large are reused o
 POOL_SIZE = 6                 # how many of them are kept (a frame's disparity, cloud, confidence, colour map)
 _BUFFERS: list = []
 _BUFFERS_LOCK = threading.Lock()
-_POOL = None
+_CLOUD_THREADS = None
 
 
 @dataclass(frozen=True)
@@ -179,19 +179,20 @@ def pointcloud_msg(types: MessageTypes, hdr, d_ros: np.ndarray, valid: np.ndarra
 
     if len(starts) > 1 and height * width * step >= PARALLEL_BYTES:
         halves = (starts[0::2], starts[1::2])
-        list(_pool().map(write, halves))
+        list(_cloud_threads().map(write, halves))
     else:
         write(starts)
     return types.with_data(types.PointCloud2, value, header=hdr, height=height, width=width, fields=fields,
                            is_bigendian=False, point_step=step, row_step=step * width, is_dense=False)
 
 
-def _pool():
-    global _POOL
-    if _POOL is None:
+def _cloud_threads():
+    """The two threads large clouds are written with (made on first use)."""
+    global _CLOUD_THREADS
+    if _CLOUD_THREADS is None:
         from concurrent.futures import ThreadPoolExecutor
-        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ges_cloud")
-    return _POOL
+        _CLOUD_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ges_cloud")
+    return _CLOUD_THREADS
 
 
 def camera_info_msg(types: MessageTypes, hdr, *, width: int, height: int, fx: float, fy: float, cx: float,
