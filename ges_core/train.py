@@ -23,9 +23,10 @@ import torch
 
 from .config import GESConfig, read_yaml
 from .data.augment import AugmentConfig
-from .data.datasets import MixtureDataset, PhotoStereoDataset, ProceduralDataset, build_dataset
+from .data.datasets import MixtureDataset, PhotoStereoDataset, ProceduralDataset, ProxyStereoDataset, build_dataset
 from .data.photo_stereo import PhotoStereoConfig
 from .data.procedural import ProceduralConfig
+from .data.proxy_stereo import ProxyStereoConfig
 from .losses import stereo_loss
 from .model.ges import build_model
 from .weights import save_weights
@@ -73,7 +74,9 @@ class TrainConfig:
         return GESConfig.from_dict({**dataclasses.asdict(base), **m})
 
 
-_GENERATORS = {"procedural": (ProceduralConfig, ProceduralDataset), "photo": (PhotoStereoConfig, PhotoStereoDataset)}
+_GENERATORS = {"procedural": (ProceduralConfig, ProceduralDataset), "photo": (PhotoStereoConfig, PhotoStereoDataset),
+               "proxy": (ProxyStereoConfig, ProxyStereoDataset)}
+_UNLABELED = {"proxy"}   # sources whose labels are a matcher's guess: kept out of the held-out score
 
 
 def _generator(name: str, options: Dict[str, Any], *, seed: int, aug: Optional[AugmentConfig], where: str):
@@ -97,7 +100,7 @@ def _generated(data: Dict[str, Any], *, seed: int, aug: Optional[AugmentConfig])
         return _generator(name, data, seed=seed, aug=aug, where="data")
     sources = data.pop("sources", None)
     if not sources:
-        raise ValueError("data: dataset 'mix' needs sources: [{dataset: procedural|photo, weight: w, ...}, ...]")
+        raise ValueError("data: dataset 'mix' needs sources: [{dataset: procedural|photo|proxy, weight: w, ...}, ...]")
     parts, weights = [], []
     for k, src in enumerate(sources):
         src = dict(src)
@@ -125,7 +128,10 @@ def heldout_dataset(cfg: TrainConfig):
     """Generated pairs never drawn in training (another seed), at the training size, without augmentation; for a
     run on a dataset from files, procedural pairs of the default size."""
     data = {"dataset": "procedural", **cfg.data}
-    if data["dataset"] not in _GENERATORS and data["dataset"] != "mix":
+    if data["dataset"] == "mix":   # scored on exact labels only: a proxy source's are a matcher's guess
+        sources = [s for s in data.get("sources") or [] if s.get("dataset") not in _UNLABELED]
+        data = {**data, "sources": sources} if sources else {"dataset": "procedural"}
+    if data["dataset"] not in _GENERATORS and data["dataset"] != "mix" or data["dataset"] in _UNLABELED:
         data = {"dataset": "procedural"}
     return _generated(data, seed=10_000_000 + cfg.seed, aug=None)
 

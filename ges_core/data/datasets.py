@@ -20,6 +20,7 @@ from .augment import AugmentConfig, augment
 from .io import read_disparity, read_image, read_mask
 from .photo_stereo import PhotoStereoConfig, render_photo_pair
 from .procedural import ProceduralConfig, render_pair, supervised
+from .proxy_stereo import ProxyStereoConfig, render_proxy_pair
 
 Sample = Dict[str, object]
 
@@ -218,6 +219,11 @@ def ProceduralDataset(render: Optional[ProceduralConfig] = None, **kw) -> Genera
 def PhotoStereoDataset(render: Optional[PhotoStereoConfig] = None, **kw) -> GeneratedDataset:
     """Pairs from single photographs (`photo_stereo`)."""
     return GeneratedDataset(render or PhotoStereoConfig(), renderer=render_photo_pair, kind="photo", **kw)
+
+
+def ProxyStereoDataset(render: Optional[ProxyStereoConfig] = None, **kw) -> GeneratedDataset:
+    """Crops of real unlabeled pairs with left-right consistent SGBM labels (`proxy_stereo`)."""
+    return GeneratedDataset(render or ProxyStereoConfig(), renderer=render_proxy_pair, kind="proxy", **kw)
 
 
 @dataclass

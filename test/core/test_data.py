@@ -333,3 +333,67 @@ def test_training_mixture_of_photo_and_procedural_pairs(photo_folder, tmp_path):
         build_train_dataset(TrainConfig(data=bad, out_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="one of"):
         build_train_dataset(TrainConfig(data={**data, "sources": [{"dataset": "kitti"}]}, out_dir=str(tmp_path)))
+
+
+@pytest.fixture(scope="module")
+def unlabeled_folder(photo_folder, tmp_path_factory):
+    """Rectified pairs laid out as ../shared/data/stereo_unlabeled holds them (<set>/NNNN_left.png, NNNN_right.png),
+    rendered from photographs so that the true disparity is known; a third pair whose views do not match."""
+    from ges_core.data.photo_stereo import PhotoStereoConfig, render_photo_pair
+    root = tmp_path_factory.mktemp("unlabeled")
+    (root / "drive").mkdir()
+    cfg = PhotoStereoConfig(root=str(photo_folder), height=128, width=256, max_disp=40, misalign_prob=0, jpeg_prob=0)
+    truth = []
+    for i in range(2):
+        left, right, disp, _ = render_photo_pair(np.random.default_rng(30 + i), cfg)
+        cv2.imwrite(str(root / "drive" / f"{i:04d}_left.png"), left[..., ::-1])
+        cv2.imwrite(str(root / "drive" / f"{i:04d}_right.png"), right[..., ::-1])
+        truth.append(disp)
+    other = render_photo_pair(np.random.default_rng(40), cfg)[0]
+    cv2.imwrite(str(root / "drive" / "0002_left.png"), left[..., ::-1])
+    cv2.imwrite(str(root / "drive" / "0002_right.png"), other[..., ::-1])
+    cv2.imwrite(str(root / "drive" / "0003_left.png"), left[..., ::-1])   # no right view: not a pair
+    return root, truth
+
+
+def test_proxy_labels_are_the_matchers_left_right_consistent_disparities(unlabeled_folder):
+    from ges_core.data.io import read_image
+    from ges_core.data.proxy_stereo import proxy_disparity, proxy_pairs
+    root, truth = unlabeled_folder
+    pairs = proxy_pairs(str(root))
+    assert [p[0].rsplit("/", 1)[1] for p in pairs] == ["0000_left.png", "0001_left.png", "0002_left.png"]
+    for (lp, rp), disp in zip(pairs, truth):
+        d, labelled = proxy_disparity(read_image(lp), read_image(rp), max_disp=48)
+        assert d.dtype == np.float32 and labelled.dtype == bool and (d[~labelled] == 0).all()
+        assert labelled.mean() > 0.4
+        err = np.abs(d - disp)[labelled]
+        assert np.mean(err <= 1) > 0.9, np.mean(err <= 1)
+        # the matcher has no range in the left band (x < its disparity count): never labelled there
+        assert not labelled[:, :40].any()
+    # views that show different scenes: the consistency check rejects nearly everything
+    lp, rp = pairs[2]
+    _, labelled = proxy_disparity(read_image(lp), read_image(rp), max_disp=48)
+    assert labelled.mean() < 0.1, labelled.mean()
+
+
+def test_training_mixture_with_proxy_pairs_keeps_them_out_of_the_heldout(photo_folder, unlabeled_folder, tmp_path):
+    from ges_core.data.proxy_stereo import proxy_pairs
+    from ges_core.train import TrainConfig, build_train_dataset, heldout_dataset
+    root, _ = unlabeled_folder
+    data = {"dataset": "mix", "height": 64, "width": 128, "max_disp": 32, "seed": 1,
+            "sources": [{"dataset": "photo", "weight": 1, "root": str(photo_folder)},
+                        {"dataset": "proxy", "weight": 1, "root": str(root)}]}
+    cfg = TrainConfig(data=data, augment={"crop": [64, 128], "occlusion_prob": 0}, out_dir=str(tmp_path))
+    ds = build_train_dataset(cfg)
+    samples = [ds[i] for i in range(24)]
+    proxy = [s for s in samples if s["name"].startswith("proxy")]
+    assert 4 <= len(proxy) <= 20
+    assert all(s["left"].shape == (64, 128, 3) and s["valid"].dtype == bool for s in proxy)
+    assert all((s["disparity"][~s["valid"]] == 0).all() for s in proxy)
+    assert np.mean([s["valid"].mean() for s in proxy]) > 0.2
+    held = heldout_dataset(cfg)
+    assert all(held[i]["name"].startswith("photo") for i in range(6))
+    with pytest.raises(FileNotFoundError, match="unlabeled stereo folder not found"):
+        proxy_pairs(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="no NNNN_left.png"):
+        proxy_pairs(str(tmp_path))

@@ -1,0 +1,105 @@
+"""Real rectified pairs without ground truth, labelled by the classical matcher (proxy supervision).
+
+Each pair (`<root>/**/NNNN_left.png` beside `NNNN_right.png`) gets a disparity from OpenCV SGBM (the baseline of
+`ges_core.baselines`), kept only where it is left-right consistent: the right view's own SGBM disparity (computed on
+the mirrored pair) at x - d must agree with d within `lr_tolerance` px. Holes stay holes (no filling): the loss sees
+only the kept pixels. What the network learns here is the real cameras' noise, blur and rectification, on the
+textured surfaces where the classical matcher is reliable; the synthetic sources keep teaching the rest.
+
+A sample is a random crop of a random pair, a pure function of (seed, index); labels are computed once per pair and
+process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+
+from ..baselines import sgbm_disparity
+from .io import read_image
+
+
+@dataclass
+class ProxyStereoConfig:
+    root: str = "../shared/data/stereo_unlabeled"   # searched recursively for *_left.png with a *_right.png beside
+    height: int = 192
+    width: int = 384
+    max_disp: float = 128.0          # the matcher's range (rounded up to 16)
+    lr_tolerance: float = 1.0        # px between the left and the right view's disparity
+    min_labelled: float = 0.15       # a crop keeps at least this fraction of labelled pixels (best of 8 tries)
+    supervise_out_of_view: bool = True   # accepted for a mix's shared keys; the matcher never labels out of view
+
+
+@lru_cache(maxsize=8)
+def proxy_pairs(root: str) -> Tuple[Tuple[str, str], ...]:
+    """Every (left, right) file pair under `root`, sorted."""
+    base = Path(root)
+    if not base.is_dir():
+        raise FileNotFoundError(f"unlabeled stereo folder not found: {root} (the proxy pairs read "
+                                f"../shared/data/stereo_unlabeled)")
+    pairs = []
+    for left in sorted(base.rglob("*_left.png")):
+        right = left.with_name(left.name[: -len("_left.png")] + "_right.png")
+        if right.is_file():
+            pairs.append((str(left), str(right)))
+    if not pairs:
+        raise FileNotFoundError(f"no NNNN_left.png / NNNN_right.png pairs under {root}")
+    return tuple(pairs)
+
+
+def proxy_disparity(left: np.ndarray, right: np.ndarray, *, max_disp: float, lr_tolerance: float = 1.0
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 pair -> (disparity float32, labelled bool): SGBM where it is left-right consistent."""
+    d_left = sgbm_disparity(left, right, max_disp=int(max_disp), fill_holes=False)
+    # the right view's disparity: the mirrored pair (right, left) is an ordinary left/right pair
+    d_right = sgbm_disparity(np.ascontiguousarray(right[:, ::-1]), np.ascontiguousarray(left[:, ::-1]),
+                             max_disp=int(max_disp), fill_holes=False)[:, ::-1]
+    h, w = d_left.shape
+    have = np.isfinite(d_left)
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    xr = np.rint(xs - np.where(have, d_left, 0)).astype(np.int64)
+    inside = have & (xr >= 0) & (xr < w)
+    back = d_right[np.arange(h)[:, None], np.clip(xr, 0, w - 1)]
+    labelled = inside & np.isfinite(back) & (np.abs(np.where(inside, d_left, 0) - np.where(inside, back, 0))
+                                             <= lr_tolerance)
+    return np.where(labelled, d_left, 0).astype(np.float32), labelled
+
+
+_LABELS: dict = {}
+
+
+def _labelled_pair(path: Tuple[str, str], cfg: ProxyStereoConfig):
+    key = (path, cfg.max_disp, cfg.lr_tolerance)
+    if key not in _LABELS:
+        left, right = read_image(path[0]), read_image(path[1])
+        if left.shape != right.shape:
+            raise ValueError(f"{path[0]} is {left.shape[:2]} but {path[1]} is {right.shape[:2]}")
+        _LABELS[key] = (left, right, *proxy_disparity(left, right, max_disp=cfg.max_disp,
+                                                      lr_tolerance=cfg.lr_tolerance))
+    return _LABELS[key]
+
+
+def render_proxy_pair(rng: np.random.Generator, cfg: ProxyStereoConfig
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """-> left, right (H, W, 3) uint8, proxy disparity (H, W) float32, labelled pixels (H, W) bool: a crop of
+    cfg.height x cfg.width (the pair scaled up first where it is smaller)."""
+    pairs = proxy_pairs(cfg.root)
+    left, right, disp, valid = _labelled_pair(pairs[int(rng.integers(len(pairs)))], cfg)
+    h, w = disp.shape
+    if h < cfg.height or w < cfg.width:
+        raise ValueError(f"{cfg.root}: a pair of {w}x{h} is smaller than the crop {cfg.width}x{cfg.height}")
+    best = None
+    for _ in range(8):
+        y0, x0 = int(rng.integers(0, h - cfg.height + 1)), int(rng.integers(0, w - cfg.width + 1))
+        share = float(valid[y0:y0 + cfg.height, x0:x0 + cfg.width].mean())
+        if best is None or share > best[0]:
+            best = (share, y0, x0)
+        if share >= cfg.min_labelled:
+            break
+    _, y0, x0 = best
+    sl = (slice(y0, y0 + cfg.height), slice(x0, x0 + cfg.width))
+    return (np.ascontiguousarray(left[sl]), np.ascontiguousarray(right[sl]), np.ascontiguousarray(disp[sl]),
+            np.ascontiguousarray(valid[sl]))
