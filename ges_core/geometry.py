@@ -76,11 +76,11 @@ def depth_from_disparity(d_ros: np.ndarray, calib: StereoCalibration) -> np.ndar
 
 
 def depth_map(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *, min_depth: float = 0.0,
-              max_depth: float = 0.0) -> np.ndarray:
+              max_depth: float = 0.0, out: Optional[np.ndarray] = None) -> np.ndarray:
     """(H, W) float32 depth Z = f T / d, NaN where there is no point (invalid, d <= 0, or outside the depth limits;
-    max_depth <= 0: no upper limit)."""
+    max_depth <= 0: no upper limit). `out`: an (H, W) float32 array to write it into."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.divide(np.float32(calib.fx * calib.baseline), d_ros, dtype=np.float32)
+        z = np.divide(np.float32(calib.fx * calib.baseline), d_ros, out=out, dtype=np.float32)
     bad = ~valid | (d_ros <= 0) | (z < min_depth)
     if max_depth > 0:
         bad |= z > max_depth
@@ -88,23 +88,27 @@ def depth_map(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *,
     return z
 
 
-def point_cloud_xyz(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *,
-                    min_depth: float = 0.0, max_depth: float = 0.0,
-                    out: Optional[np.ndarray] = None, row0: int = 0, z: Optional[np.ndarray] = None
-                    ) -> Tuple[np.ndarray, np.ndarray]:
-    """-> (H, W, 3) float32 points in the left optical frame (NaN where invalid) and the final mask.
-    max_depth <= 0 means no upper clip. `out` (H, W, >=3) float32 receives x, y, z in its first channels.
-    row0: the image row of d_ros's first row, when it is a band of a larger image; z: its depth_map, if computed."""
+def point_cloud_planes(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *, min_depth: float = 0.0,
+                       max_depth: float = 0.0, out: Optional[np.ndarray] = None, row0: int = 0) -> np.ndarray:
+    """-> (3, H, W) float32 planes x, y, z of the points in the left optical frame (NaN where there is none; the
+    depth limits as depth_map's). row0: the image row of d_ros's first row, when it is a band of a larger image;
+    out: a (3, H, W) float32 array to write into."""
     height, width = d_ros.shape
-    if z is None:
-        z = depth_map(d_ros, valid, calib, min_depth=min_depth, max_depth=max_depth)
-    xyz = np.empty((height, width, 3), np.float32) if out is None else out
+    planes = np.empty((3, height, width), np.float32) if out is None else out
+    z = depth_map(d_ros, valid, calib, min_depth=min_depth, max_depth=max_depth, out=planes[2])
     u = (np.arange(width, dtype=np.float32) - np.float32(calib.cx_left)) / np.float32(calib.fx)
     v = (np.arange(row0, row0 + height, dtype=np.float32) - np.float32(calib.cy)) / np.float32(calib.fy)
-    np.multiply(z, u[None, :], out=xyz[..., 0])
-    np.multiply(z, v[:, None], out=xyz[..., 1])
-    xyz[..., 2] = z
-    return (xyz if out is None else out[..., :3]), np.isfinite(z)
+    np.multiply(z, u[None, :], out=planes[0])
+    np.multiply(z, v[:, None], out=planes[1])
+    return planes
+
+
+def point_cloud_xyz(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *,
+                    min_depth: float = 0.0, max_depth: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+    """-> (H, W, 3) float32 points in the left optical frame (NaN where invalid) and the final mask.
+    max_depth <= 0 means no upper clip."""
+    planes = point_cloud_planes(d_ros, valid, calib, min_depth=min_depth, max_depth=max_depth)
+    return np.ascontiguousarray(np.moveaxis(planes, 0, -1)), np.isfinite(planes[2])
 
 
 def valid_window(valid: np.ndarray) -> Tuple[int, int, int, int]:
