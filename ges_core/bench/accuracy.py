@@ -68,6 +68,8 @@ def bench_accuracy(args) -> str:
              md_table(head, rows), "", f"`ges bench accuracy --data {args.data}`"]
     if args.record:
         # what the shipped-weights test holds the weights to (test/test_weights.py)
+        # its folder is made here: an error after the whole run once lost every number it had measured
+        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
         Path(args.record).write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.record}")
     return "\n".join(body)

@@ -174,8 +174,8 @@ def test_bench_modes_write_their_tables(tmp_path, tiny_weights, mode, extra):
 
 
 def test_bench_accuracy_writes_the_weights_record(tmp_path, tiny_weights):
-    rec = tmp_path / "record.json"
-    run("bench", "accuracy", "--docs", tmp_path, "--weights", tiny_weights, "--iters-list", "1", "--data",
+    rec = tmp_path / "new_folder" / "record.json"     # a folder that does not exist yet is made
+    run("bench", "accuracy", "--docs", tmp_path / "docs", "--weights", tiny_weights, "--iters-list", "1", "--data",
         "/nonexistent", "--record", rec)
     data = json.loads(rec.read_text())
     m = data["motorcycle"]
