@@ -126,6 +126,24 @@ def test_unet_decoder_without_the_concatenation_is_the_same():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_onednn_conv3d_is_the_convolution_with_its_gradient():
+    """The UNet's Conv3d (oneDNN on a CPU, where PyTorch would pick its slow native kernel for a small batch-1
+    volume) computes nn.Conv3d's numbers and gradients and keeps its state dict."""
+    from ges_core.model.volume import Conv3d
+    torch.manual_seed(0)
+    ref = torch.nn.Conv3d(24, 24, 3, stride=2, padding=1, bias=True)
+    conv = Conv3d(24, 24, 3, stride=2, padding=1, bias=True)
+    conv.load_state_dict(ref.state_dict())
+    assert set(conv.state_dict()) == {"weight", "bias"}
+    x = torch.randn(1, 24, 6, 15, 20, requires_grad=True)     # N*C*D*H = 2160: the native kernel's case
+    y_ref, y = ref(x), conv(x)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    g_ref = torch.autograd.grad(y_ref.square().sum(), (x, ref.weight))
+    g = torch.autograd.grad(y.square().sum(), (x, conv.weight))
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_predictor_api_and_gray_input(tiny_weights):
     pred = load_predictor(str(tiny_weights), device="cpu")
     rng = np.random.default_rng(0)
