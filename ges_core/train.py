@@ -131,7 +131,7 @@ def heldout_dataset(cfg: TrainConfig):
     if data["dataset"] == "mix":   # scored on exact labels only: a proxy source's are a matcher's guess
         sources = [s for s in data.get("sources") or [] if s.get("dataset") not in _UNLABELED]
         data = {**data, "sources": sources} if sources else {"dataset": "procedural"}
-    if data["dataset"] not in _GENERATORS and data["dataset"] != "mix" or data["dataset"] in _UNLABELED:
+    elif data["dataset"] not in _GENERATORS or data["dataset"] in _UNLABELED:
         data = {"dataset": "procedural"}
     return _generated(data, seed=10_000_000 + cfg.seed, aug=None)
 
