@@ -44,7 +44,9 @@ setup(
     extras_require={
         "ros": ROS_WHEELS,
         "train": ["tensorboard", "matplotlib", "scikit-image"],   # scikit-image: the photo pairs' segments
-        "test": ["pytest", "pytest-timeout", "hypothesis", "scikit-image", "onnx", "onnxruntime",
+        # the CPU backend (backend auto/openvino): bf16 on AMX / AVX-512 BF16 CPUs
+        "openvino": ["openvino>=2025.0"],
+        "test": ["pytest", "pytest-timeout", "hypothesis", "scikit-image", "onnx", "onnxruntime", "openvino>=2025.0",
                  "colcon-common-extensions", "matplotlib"],
         "dev": ["ruff", "flake8"],
     },

@@ -20,7 +20,8 @@ from typing import List, Optional
 
 def _predictor(args: argparse.Namespace):
     from . import load_predictor
-    return load_predictor(args.weights, device=args.device, solver=getattr(args, "solver", None))
+    return load_predictor(args.weights, device=args.device, solver=getattr(args, "solver", None),
+                          backend=args.backend, precision=args.precision)
 
 
 # ------------------------------------------------------------------------------ predict
@@ -182,7 +183,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from . import load_predictor
     from .data.datasets import MotorcycleDataset
     from .export import export, verify_onnx
-    pred = load_predictor(args.weights, device="cpu", solver=args.solver)
+    # the reference the export is checked against: PyTorch in float32
+    pred = load_predictor(args.weights, device="cpu", solver=args.solver, backend="torch")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # tracing warnings about Python control flow on shapes
         export(pred.model, args.output, fmt=args.format, height=args.height, width=args.width, iters=args.iters,
@@ -228,8 +230,13 @@ def _cmd_train_solver(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ parser
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from .deq.solvers import solver_names
+    from .ov_backend import BACKEND_CHOICES, DEFAULT_BACKEND, PRECISIONS
     p.add_argument("--weights", default="default", help="default, a .safetensors or an .onnx file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_CHOICES,
+                   help="the network's runtime (auto: openvino on a CPU where it is installed, else torch)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="the openvino backend's (auto: bf16 where the CPU has AMX or AVX-512 BF16, else fp32)")
     p.add_argument("--iters", type=int, default=None, help="solver iterations (default: the weights' config)")
     p.add_argument("--solver", default=None, choices=solver_names(), help="default: the weights' own")
     p.add_argument("--scale", type=float, default=1.0, help="run the network on the pair resized by this factor")

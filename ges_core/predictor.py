@@ -63,13 +63,25 @@ def to_input_size(disp: np.ndarray, conf: np.ndarray, width: int, height: int, m
 
 
 class Predictor:
-    def __init__(self, model: GES, *, device: Union[str, torch.device] = "cpu", solver: Optional[str] = None) -> None:
+    def __init__(self, model: GES, *, device: Union[str, torch.device] = "cpu", solver: Optional[str] = None,
+                 backend: str = "auto", precision: str = "auto") -> None:
+        """backend: "torch", "openvino" (CPU; the network's parts compiled per input size, the solver loop
+        unchanged) or "auto" (openvino on a CPU where it is installed); precision: the openvino backend's, "auto"
+        (bf16 where the CPU has AMX or AVX-512 BF16), "fp32" or "bf16"."""
+        from .ov_backend import make_network, resolve_backend
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config: GESConfig = model.config
         self.solver = solver or model.config.solver
+        self.backend = resolve_backend(backend, str(self.device))
+        self.net = make_network(self.model, backend, precision, str(self.device))
         self._iter_ms: Optional[float] = None     # online estimate of one solver iteration
         self._decode_ms: float = 0.0
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network: "torch fp32", or "openvino bf16" (its precision once a size has run)."""
+        return "torch fp32" if self.backend == "torch" else f"openvino {self.net.inference_precision}"
 
     @property
     def solvers(self) -> tuple:
@@ -109,14 +121,20 @@ class Predictor:
         self._sync()
         t = time.perf_counter()
         timings["preprocess"] = (t - t_start) * 1e3
+        prepare = getattr(self.net, "prepare", None)
+        if prepare is not None and prepare(*left_a.shape[:2]):
+            # the openvino backend compiled this size (its first pair): counted in the total, not in encode
+            t_prep = time.perf_counter()
+            timings["compile"] = (t_prep - t) * 1e3
+            t = t_prep
 
-        enc = self.model.encode(*tensors)
+        enc = self.net.encode(*tensors)
         self._sync()
         t_enc = time.perf_counter()
         timings["encode"] = (t_enc - t) * 1e3
 
         iters = int(iters or self.config.iters)
-        if init is not None and init.shape != self.model.initial_state(enc).shape:
+        if init is not None and init.shape != self.net.initial_state(enc).shape:
             init = None   # the image size changed: cold start
         if init is not None:
             init = init.to(self.device)
@@ -130,17 +148,17 @@ class Predictor:
                 per_iter = (now - marks[0]) * 1e3 / k
                 elapsed = (now - t_start) * 1e3
                 return elapsed + per_iter + self._decode_ms > budget_ms
-        z, info = self.model.solve(enc, iters=iters, solver=self.solver, init=init, stop=stop)
+        z, info = self.net.solve(enc, iters=iters, solver=self.solver, init=init, stop=stop)
         self._sync()
         t_solve = time.perf_counter()
         timings["solve"] = (t_solve - t_enc) * 1e3
         timings["per_iter"] = timings["solve"] / max(1, info.iters)
 
-        disparity, confidence = self.model.decode(z, enc)
+        disparity, confidence = self.net.decode(z, enc)
         fallback = info.diverged or not bool(torch.isfinite(disparity).all())
         if fallback:
             # the solver did not give a usable fixed point: publish the volumetric estimate instead
-            disparity = self.model.upsample_init(enc)
+            disparity = self.net.upsample_init(enc)
             confidence = confidence * 0.5
         self._sync()
         t_dec = time.perf_counter()
@@ -155,9 +173,11 @@ class Predictor:
 
 
 def load_predictor(weights: Union[str, os.PathLike] = "default", *, device: str = "cpu",
-                   solver: Optional[str] = None, config_overrides: Optional[dict] = None):
+                   solver: Optional[str] = None, config_overrides: Optional[dict] = None, backend: str = "auto",
+                   precision: str = "auto"):
     """weights: "default" (shipped), a .safetensors file, or an exported .onnx model.
-    device: "cpu", "cuda", "cuda:N" or "auto". solver: fixed_point | anderson | hyper_anderson."""
+    device: "cpu", "cuda", "cuda:N" or "auto". solver: fixed_point | anderson | hyper_anderson.
+    backend: torch | openvino | auto (openvino on a CPU where it is installed); precision: see Predictor."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(weights).lower().endswith(".onnx"):
@@ -183,4 +203,4 @@ def load_predictor(weights: Union[str, os.PathLike] = "default", *, device: str 
     solver, warning = choose_solver(solver, available)
     if warning:
         warnings.warn(f"{resolve_weights(weights)}: {warning}")
-    return Predictor(model, device=device, solver=solver)
+    return Predictor(model, device=device, solver=solver, backend=backend, precision=precision)

@@ -37,7 +37,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from .replay import replay
     params = {p.name: p.default for p in PARAMS}
     params.update(load_node_params(args.params))
-    for key in ("weights", "device", "iters"):
+    for key in ("weights", "device", "iters", "backend", "precision"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     if args.approximate_sync:
@@ -46,7 +46,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         params["approximate_sync"] = True
         params["approximate_sync_tolerance_seconds"] = args.slop
     calibration = core_cli.calibration_from_args(args)
-    predictor = load_predictor(params["weights"], device=params["device"], solver=params["solver"])
+    predictor = load_predictor(params["weights"], device=params["device"], solver=params["solver"],
+                               backend=params["backend"], precision=params["precision"])
     topics = {"left": args.left, "right": args.right, "left_info": args.left_info, "right_info": args.right_info}
     summary = replay(args.input, args.output, predictor, params=ProcessingParams.from_dict(params), topics=topics,
                      namespace=args.namespace, approximate=bool(params["approximate_sync"]),
@@ -70,6 +71,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
 
 def add_ros_commands(sub) -> None:
+    from ges_core.ov_backend import BACKEND_CHOICES, PRECISIONS
     p = sub.add_parser("replay", help="run the stereo node's processing over a bag (no ROS needed)")
     p.add_argument("input", help="input bag: a ROS 2 folder (MCAP/sqlite3) or file, or a ROS 1 .bag file")
     p.add_argument("-o", "--output", required=True, help="output bag folder (ROS 2)")
@@ -86,6 +88,8 @@ def add_ros_commands(sub) -> None:
     p.add_argument("--params", help="node parameter YAML, e.g. config/stereo.yaml")
     p.add_argument("--weights")
     p.add_argument("--device")
+    p.add_argument("--backend", choices=BACKEND_CHOICES)
+    p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--iters", type=int)
     p.add_argument("--rate", type=float, default=None, help="feed the bag at R x its recorded speed")
     p.add_argument("--max-rate", action="store_true", help="as fast as possible (the default)")

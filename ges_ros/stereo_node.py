@@ -121,6 +121,7 @@ class StereoNode(Node):
         g = self.get_parameter
         self.get_logger().info(
             f"ready: weights={g('weights').value} device={getattr(self.predictor, 'device', '?')} "
+            f"backend={getattr(self.predictor, 'backend', 'onnxruntime')} "
             f"solver={getattr(self.predictor, 'solver', '?')} iters={g('iters').value}; inputs "
             f"{', '.join(self.processor.names)}; sync={'approximate' if g('approximate_sync').value else 'exact'}")
 
@@ -146,7 +147,8 @@ class StereoNode(Node):
         weights = self.get_parameter("weights").value
         device = self.get_parameter("device").value
         solver = self.get_parameter("solver").value
-        return load_predictor(weights, device=device, solver=solver)
+        return load_predictor(weights, device=device, solver=solver, backend=self.get_parameter("backend").value,
+                              precision=self.get_parameter("precision").value)
 
     def _solvers(self) -> tuple:
         """The solvers the loaded predictor can run (an exported graph: none to switch to)."""

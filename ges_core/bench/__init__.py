@@ -24,6 +24,7 @@ from .flops import bench_flops
 from .gpu import PRECISIONS, bench_gpu
 from .latency import VARIANTS, bench_latency
 from .memory import bench_memory
+from ..ov_backend import BACKEND_CHOICES, PRECISIONS as BACKEND_PRECISIONS
 
 
 # mode -> (function, document it writes); ges_ros adds the ROS-side modes (node, soak) in its `ges`
@@ -51,6 +52,10 @@ def add_bench_parser(sub, modes: Optional[Dict[str, Tuple[Callable[[argparse.Nam
     p.add_argument("--docs", type=Path, default=Path("docs"),
                    help="folder of BENCHMARKS.md and plots (default: docs/ under the current directory)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                   help="accuracy, latency: the network's runtime (auto: openvino on a CPU where installed)")
+    p.add_argument("--precision", default="auto", choices=BACKEND_PRECISIONS,
+                   help="accuracy, latency: the openvino backend's (auto: bf16 where the CPU has AMX or AVX-512 BF16)")
     p.add_argument("--preset", default="small", help="memory: preset")
     p.add_argument("--presets", nargs="+", default=["small", "paper"])
     p.add_argument("--height", type=int, default=256)

@@ -12,30 +12,34 @@ from .common import machine_line, md_table, median_ms
 
 
 # ------------------------------------------------------------------------------ latency
-def _stage_times(model, left, right, iters: int, repeats: int) -> Dict[str, float]:
-    """Per-stage median ms of one forward: encoders + volume, per iteration, upsampling."""
+def _stage_times(model, left, right, repeats: int) -> Dict[str, float]:
+    """Per-stage median ms of one forward: encoders + volume, per iteration, upsampling. `model`: a GES or anything
+    with its encode / initial_state / step / decode (the openvino backend's network)."""
     with torch.no_grad():
         enc_ms = median_ms(lambda: model.encode(left, right), repeats)
         enc = model.encode(left, right)
         z0 = model.initial_state(enc)
         it_ms = median_ms(lambda: model.step(z0, enc), repeats)
         up_ms = median_ms(lambda: model.decode(z0, enc), repeats)
-        total = median_ms(lambda: model(left, right, iters=iters), repeats)
-    return {"encode": enc_ms, "per_iter": it_ms, "upsample": up_ms, "total": total}
+    return {"encode": enc_ms, "per_iter": it_ms, "upsample": up_ms}
 
 
-VARIANTS = ("eager", "channels_last", "compile")
+VARIANTS = ("eager", "channels_last", "compile", "openvino_fp32", "openvino_bf16")
 
 
 def latency_variant(model, variant: str):
     """The model as a latency variant: eager; channels_last (2D and 3D conv weights and the inputs
     channels-last, NHWC / NDHWC); compile
-    (torch.compile of the encoder + volume, the update step and the upsampling, each on its own)."""
+    (torch.compile of the encoder + volume, the update step and the upsampling, each on its own); openvino_fp32 /
+    openvino_bf16 (the openvino backend's network at that precision)."""
     import copy
     if variant == "eager":
         return model
     if variant not in VARIANTS:
         raise ValueError(f"unknown latency variant {variant!r}; valid: {list(VARIANTS)}")
+    if variant.startswith("openvino_"):
+        from ..ov_backend import OpenVinoNetwork
+        return OpenVinoNetwork(model, precision=variant.split("_", 1)[1])
     m = copy.deepcopy(model)
     if variant == "channels_last":
         with torch.no_grad():
@@ -83,8 +87,8 @@ def bench_latency(args) -> str:
                 else:
                     left_v, right_v = left, right
                 try:
-                    st = _stage_times(m, left_v, right_v, 1, args.repeats)
-                except RuntimeError as exc:   # out of memory at the largest sizes
+                    st = _stage_times(m, left_v, right_v, args.repeats)
+                except (RuntimeError, ValueError) as exc:   # out of memory at the largest sizes; no OpenVINO
                     rows.append([preset, f"{w}x{h}", variant, "-", "-", "-", "-", f"failed: {str(exc)[:60]}",
                                  f"{sg_ms:.0f}", "-"])
                     continue
@@ -96,13 +100,14 @@ def bench_latency(args) -> str:
                           flush=True)
     node_rows, node_note = _node_default_latency(args)
     body = ["## latency — the node's default beside stereo_image_proc's SGBM", "", node_note, "",
-            md_table(["size", "weights", "solver", "iterations", "GES ms (predict)", "SGBM ms (stereo_image_proc "
-                      "defaults)", "GES/SGBM"], node_rows), "",
+            md_table(["size", "weights", "runtime", "solver", "iterations", "GES ms (predict)", "SGBM ms "
+                      "(stereo_image_proc defaults)", "GES/SGBM"], node_rows), "",
             "### inference per stage", "", f"{machine_line()}; device {args.device}; median of "
             f"{args.repeats} after a warm-up; total = encoders + cost volume + 3D UNet, plus iterations x one update, "
             "plus convex upsampling; SGBM (OpenCV, 3-way, range min(max_disp, 256)) on the same input in the same run.",
             "Variants: eager; channels_last (conv weights and inputs channels-last); compile (torch.compile of encoder + volume, "
-            "update step and upsampling; compile time not counted).",
+            "update step and upsampling; compile time not counted); openvino_fp32 / openvino_bf16 (the openvino "
+            "backend's compiled encode, update and upsampling at that precision; compile time not counted).",
             "", md_table(["preset", "size", "variant", "iterations", "encode+volume ms", "per iteration ms",
                           "upsample ms", "total ms", "SGBM ms", "GES/SGBM"], rows),
             "", "`ges bench latency --presets " + " ".join(args.presets) + " --sizes "
@@ -124,15 +129,25 @@ def _node_default_latency(args) -> Tuple[List[List[object]], str]:
     s = MotorcycleDataset()[0]
     left = cv2.resize(s["left"], (w, h), interpolation=cv2.INTER_AREA)
     right = cv2.resize(s["right"], (w, h), interpolation=cv2.INTER_AREA)
-    pred = load_predictor(args.weights, device=args.device, solver=GESConfig.solver)
+    from ..ov_backend import resolve_backend
     iters = GESConfig.iters
-    ges_ms = median_ms(lambda: pred.predict(left, right, iters=iters), args.repeats)
+    # the runtime asked for (the node's default: auto), and PyTorch float32 beside it when that is another
+    runtimes = [(args.backend, args.precision)]
+    if resolve_backend(args.backend, args.device) != "torch":
+        runtimes.append(("torch", "auto"))
     sgbm_ms = median_ms(lambda: sgbm_stereo_image_proc(left, right), args.repeats)
-    print(f"latency node defaults {w}x{h}: GES {ges_ms:.0f} ms, SGBM {sgbm_ms:.0f} ms ({ges_ms / sgbm_ms:.1f}x)",
-          flush=True)
-    rows = [[f"{w}x{h}", args.weights, pred.solver, iters, f"{ges_ms:.0f}", f"{sgbm_ms:.0f}",
-             f"{ges_ms / sgbm_ms:.1f}"]]
+    rows = []
+    for backend, precision in runtimes:
+        pred = load_predictor(args.weights, device=args.device, solver=GESConfig.solver, backend=backend,
+                              precision=precision)
+        ges_ms = median_ms(lambda: pred.predict(left, right, iters=iters), args.repeats)
+        print(f"latency node defaults {w}x{h} {pred.runtime}: GES {ges_ms:.0f} ms, SGBM {sgbm_ms:.0f} ms "
+              f"({ges_ms / sgbm_ms:.1f}x)", flush=True)
+        rows.append([f"{w}x{h}", args.weights, f"{backend} ({pred.runtime})", pred.solver, iters, f"{ges_ms:.0f}",
+                     f"{sgbm_ms:.0f}", f"{ges_ms / sgbm_ms:.1f}"])
     note = (f"{machine_line()}; device {args.device}; the motorcycle pair resized; median of {args.repeats} after a "
-            "warm-up; GES: Predictor.predict at the node's defaults (what the pipeline calls); SGBM: OpenCV "
-            "StereoSGBM 5-path, 64 disparities, block 15, P1/P2 200/400 (stereo_image_proc's defaults).")
+            "warm-up (the openvino backend compiles a size on its first pair); GES: Predictor.predict at the node's "
+            "defaults (what the pipeline calls; the first row is the node's default runtime); SGBM: OpenCV "
+            "StereoSGBM 5-path, 64 disparities, block 15, P1/P2 200/400 (stereo_image_proc's defaults), timed once "
+            "in the same run.")
     return rows, note

@@ -109,8 +109,10 @@ class GES(nn.Module):
     # ------------------------------------------------------------------ solve
     def solve(self, enc: Encoded, *, iters: int, solver: Optional[str] = None, init: Optional[torch.Tensor] = None,
               stop: Optional[StopFn] = None, tol: Optional[float] = None,
-              observe: Optional[Callable[[torch.Tensor], None]] = None) -> Tuple[torch.Tensor, SolverInfo]:
-        """observe: called with every f-value the solver computes (benchmarks trace the whole solve)."""
+              observe: Optional[Callable[[torch.Tensor], None]] = None,
+              step: Optional[Callable[[torch.Tensor, Encoded], torch.Tensor]] = None) -> Tuple[torch.Tensor, SolverInfo]:
+        """observe: called with every f-value the solver computes (benchmarks trace the whole solve); step: the
+        update f(z; x) to iterate, when another backend runs it (default: this module's own)."""
         cfg = self.config
         z0 = self.initial_state(enc) if init is None else init
         if z0.shape != self.initial_state(enc).shape:
@@ -118,8 +120,9 @@ class GES(nn.Module):
                              f"{tuple(self.initial_state(enc).shape)}")
         name = solver or cfg.solver
         tol = cfg.tol if tol is None else tol
+        update = step or self.step
         def func(z: torch.Tensor) -> torch.Tensor:
-            fz = self.step(z, enc)
+            fz = update(z, enc)
             if observe is not None:
                 observe(fz)
             return fz

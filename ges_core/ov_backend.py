@@ -1,0 +1,249 @@
+"""OpenVINO as the CPU backend of the Predictor: the network's three pure parts (encode, the update f, decode) are
+compiled by OpenVINO for each input size, while the solver loop (Anderson, hyper-Anderson, budgets, warm starts,
+the divergence fallback) stays the Predictor's own in PyTorch. One algorithm whichever backend runs it.
+
+OpenVINO is optional (`pip install openvino`). Precision: "fp32", "bf16", or "auto": OpenVINO's own choice, bf16 on
+CPUs with AMX or AVX-512 BF16 and fp32 elsewhere.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from collections import OrderedDict
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model.ges import GES, Encoded
+from .model.volume import VolumeLookup
+
+PRECISIONS = ("auto", "fp32", "bf16")
+_OV_TYPES = {"fp32": "f32", "bf16": "bf16"}      # our names -> OpenVINO's
+BACKENDS = ("torch", "openvino")
+BACKEND_CHOICES = ("auto", *BACKENDS)   # "auto": resolve_backend
+DEFAULT_BACKEND = "auto"     # the node's, `ges predict`'s and the benchmarks' default: see resolve_backend
+SIZES_KEPT = 4          # compiled input sizes kept (a camera has one; tests and benchmarks use a few)
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """"auto" -> openvino on a CPU where it is installed, torch otherwise; other names as they are."""
+    if backend == "auto":
+        return "openvino" if str(device) == "cpu" and openvino_available() else "torch"
+    return backend
+
+
+def check_backend(backend: str, precision: str, device: str) -> None:
+    """A clear error for a backend, precision and device that do not go together."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {list(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")
+    if backend == "torch" and precision == "bf16":
+        raise ValueError("precision bf16 is the openvino backend's; the torch backend runs float32")
+    if backend == "openvino":
+        if str(device) != "cpu":
+            raise ValueError(f"the openvino backend runs on the CPU, not device {device!r}")
+        if not openvino_available():
+            raise ValueError("backend openvino needs OpenVINO: pip install openvino")
+
+
+# ------------------------------------------------------------------ the three graphs, as traceable modules
+def _flat_encoding(model: GES, enc: Encoded) -> List[torch.Tensor]:
+    """An encoding as the flat tensor list the compiled graphs exchange (shapes and padding follow from the size)."""
+    return [*(t for level in enc.context for t in level), *enc.lookup.volumes, enc.prob, enc.init_disparity,
+            *enc.hidden0]
+
+
+class _Layout:
+    """Where each part of an encoding sits in the flat list, for one model and input size."""
+
+    def __init__(self, model: GES, enc: Encoded) -> None:
+        self.context = [len(level) for level in enc.context]
+        self.volumes = len(enc.lookup.volumes)
+        self.radius = enc.lookup.radius
+        self.shapes = list(enc.shapes)
+        self.pad = enc.pad
+        self.hidden = len(enc.hidden0)
+
+    @property
+    def step_inputs(self) -> int:
+        """How many of the flat list's tensors the update reads (the context and the 3D features)."""
+        return sum(self.context) + self.volumes
+
+    def encoding(self, flat: Sequence[torch.Tensor]) -> Encoded:
+        context, k = [], 0
+        for n in self.context:
+            context.append(list(flat[k:k + n]))
+            k += n
+        volumes = list(flat[k:k + self.volumes])
+        k += self.volumes
+        prob, init = flat[k], flat[k + 1]
+        hidden0 = list(flat[k + 2:k + 2 + self.hidden])
+        # the volumes are already on one x/y grid: VolumeLookup keeps them as they are
+        return Encoded(context, VolumeLookup(volumes, radius=self.radius), prob, init, hidden0, self.shapes, self.pad)
+
+
+class _EncodeGraph(nn.Module):
+    def __init__(self, model: GES) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor):
+        return tuple(_flat_encoding(self.model, self.model.encode(left, right)))
+
+
+class _StepGraph(nn.Module):
+    def __init__(self, model: GES, layout: _Layout, example: Encoded) -> None:
+        super().__init__()
+        self.model, self.layout, self.example = model, layout, example
+
+    def forward(self, z: torch.Tensor, *inputs: torch.Tensor):
+        flat = [*inputs, *_flat_encoding(self.model, self.example)[self.layout.step_inputs:]]
+        return self.model.step(z, self.layout.encoding(flat))
+
+
+class _DecodeGraph(nn.Module):
+    def __init__(self, model: GES, layout: _Layout, example: Encoded) -> None:
+        super().__init__()
+        self.model, self.layout, self.example = model, layout, example
+
+    def forward(self, z: torch.Tensor, prob: torch.Tensor):
+        enc = self.example
+        enc = Encoded(enc.context, enc.lookup, prob, enc.init_disparity, enc.hidden0, enc.shapes, enc.pad)
+        return self.model.decode(z, enc)
+
+
+class _Compiled:
+    """The three graphs of one input size, compiled, with one infer request each."""
+
+    def __init__(self, core, model: GES, height: int, width: int, config: dict) -> None:
+        left = torch.zeros(1, 3, height, width)
+        with torch.no_grad():
+            enc = model.encode(left, left)
+            z = model.initial_state(enc)
+        self.layout = _Layout(model, enc)
+        flat = _flat_encoding(model, enc)
+        graphs = [(_EncodeGraph(model), (left, left)),
+                  (_StepGraph(model, self.layout, enc), (z, *flat[:self.layout.step_inputs])),
+                  (_DecodeGraph(model, self.layout, enc), (z, enc.prob))]
+        self.requests = []
+        for module, example in graphs:
+            compiled = core.compile_model(_to_openvino(core, module, example), "CPU", config)
+            self.requests.append(compiled.create_infer_request())
+        ov_type = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.precision = {v: k for k, v in _OV_TYPES.items()}.get(ov_type, ov_type)      # "fp32", "bf16"
+        self.state_size = z.shape[1]
+
+    def run(self, which: int, inputs: Sequence[torch.Tensor], *, share_outputs: bool) -> List[torch.Tensor]:
+        arrays = [np.ascontiguousarray(t.detach().float().numpy()) for t in inputs]
+        out = self.requests[which].infer(arrays, share_inputs=True, share_outputs=share_outputs)
+        return [torch.from_numpy(out[k]) for k in range(len(out))]
+
+
+def _to_openvino(core, module: nn.Module, example: Tuple[torch.Tensor, ...]):
+    """A traceable module -> an OpenVINO model, through an in-memory ONNX graph (the exporter `ges export` uses)."""
+    buf = io.BytesIO()
+    module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # the tracer's notes on shape-dependent Python branches: sizes are fixed
+        torch.onnx.export(module, example, buf, opset_version=20, dynamo=False)
+    return core.read_model(buf.getvalue())
+
+
+class OpenVinoNetwork:
+    """The network's encode / step / decode run by OpenVINO (CPU), compiled on first use of each input size; the
+    rest of the GES interface the Predictor uses (solve, initial_state, upsample_init) is the model's own."""
+
+    def __init__(self, model: GES, *, precision: str = "auto") -> None:
+        check_backend("openvino", precision, "cpu")
+        import openvino as ov
+        self.model = model.eval()
+        self.core = ov.Core()
+        self.precision = precision
+        # as many threads as PyTorch is set to use (OMP_NUM_THREADS, torch.set_num_threads): one setting for both
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        if precision != "auto":
+            self.config["INFERENCE_PRECISION_HINT"] = _OV_TYPES[precision]
+        self._compiled: "OrderedDict[Tuple[int, int], _Compiled]" = OrderedDict()
+        self._current: Optional[_Compiled] = None
+
+    def prepare(self, height: int, width: int) -> bool:
+        """Compile the graphs of an (height, width) input now, unless they are; -> whether it compiled."""
+        if (height, width) in self._compiled:
+            return False
+        self.compiled(height, width)
+        return True
+
+    def compiled(self, height: int, width: int) -> _Compiled:
+        key = (height, width)
+        if key not in self._compiled:
+            self._compiled[key] = _Compiled(self.core, self.model, height, width, self.config)
+            while len(self._compiled) > SIZES_KEPT:
+                self._compiled.popitem(last=False)
+        self._compiled.move_to_end(key)
+        return self._compiled[key]
+
+    @property
+    def inference_precision(self) -> str:
+        """What OpenVINO runs at ("fp32", "bf16"), once a size has been compiled; the request otherwise."""
+        return self._current.precision if self._current is not None else self.precision
+
+    def encode(self, left: torch.Tensor, right: torch.Tensor) -> Encoded:
+        if left.shape != right.shape or left.dim() != 4 or left.shape[1] != 3 or left.shape[0] != 1:
+            raise ValueError(f"the openvino backend runs one pair (1, 3, H, W), got {tuple(left.shape)} and "
+                             f"{tuple(right.shape)}")
+        self._current = graphs = self.compiled(*left.shape[2:])
+        # the encoding shares the request's output memory: it lives until this size's next encode
+        return graphs.layout.encoding(graphs.run(0, (left, right), share_outputs=True))
+
+    def step(self, z: torch.Tensor, enc: Encoded) -> torch.Tensor:
+        graphs = self._graphs(enc)
+        inputs = [z, *_flat_encoding(self.model, enc)[:graphs.layout.step_inputs]]
+        return graphs.run(1, inputs, share_outputs=False)[0]
+
+    def decode(self, z: torch.Tensor, enc: Encoded) -> Tuple[torch.Tensor, torch.Tensor]:
+        disparity, confidence = self._graphs(enc).run(2, (z, enc.prob), share_outputs=False)
+        return disparity, confidence
+
+    def _graphs(self, enc: Encoded) -> _Compiled:
+        graphs = self._current
+        if graphs is None or graphs.layout.shapes != list(enc.shapes) or graphs.layout.pad != enc.pad:
+            raise ValueError("this encoding was not made by this backend's last encode")
+        return graphs
+
+    def initial_state(self, enc: Encoded) -> torch.Tensor:
+        return self.model.initial_state(enc)
+
+    def upsample_init(self, enc: Encoded) -> torch.Tensor:
+        return self.model.upsample_init(enc)
+
+    def solve(self, enc: Encoded, **kwargs):
+        return self.model.solve(enc, step=self.step, **kwargs)
+
+    def __getattr__(self, name: str):
+        # config, learned_solvers, pack, unpack: the model's
+        if name in ("model", "core", "_compiled", "_current"):
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+
+def make_network(model: GES, backend: str, precision: str, device: str):
+    """The object the Predictor runs: the model itself (torch) or its OpenVINO-compiled parts; backend "auto" as
+    resolve_backend."""
+    backend = resolve_backend(backend, device)
+    check_backend(backend, precision, device)
+    return model if backend == "torch" else OpenVinoNetwork(model, precision=precision)
+
+
+__all__ = ["BACKENDS", "PRECISIONS", "OpenVinoNetwork", "check_backend", "make_network", "openvino_available",
+           "resolve_backend", "BACKEND_CHOICES", "DEFAULT_BACKEND"]
