@@ -182,7 +182,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import warnings
     from . import load_predictor
     from .data.datasets import MotorcycleDataset
-    from .export import export, verify_onnx
+    from .export import VERIFY_LIMIT_PX, export, verify_onnx
     # the reference the export is checked against: PyTorch in float32
     pred = load_predictor(args.weights, device="cpu", solver=args.solver, backend="torch")
     with warnings.catch_warnings():
@@ -195,11 +195,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         s = MotorcycleDataset()[0]
         left = cv2.resize(s["left"], (args.width, args.height), interpolation=cv2.INTER_AREA)
         right = cv2.resize(s["right"], (args.width, args.height), interpolation=cv2.INTER_AREA)
-        diff = verify_onnx(pred, args.output, left=left, right=right, iters=args.iters)
-        ok = diff < 0.05
+        diff, spread = verify_onnx(pred, args.output, left=left, right=right, iters=args.iters)
+        limit = max(VERIFY_LIMIT_PX, spread)
+        ok = diff <= limit
         print(f"verified with ONNX Runtime (CPU) against the PyTorch predictor ({args.solver}, {args.iters} "
               f"iterations) on the motorcycle pair: max |disparity difference| = {diff:.5f} px "
-              f"({'OK' if ok else 'FAILED'}, limit 0.05 px)")
+              f"({'OK' if ok else 'FAILED'}, limit {limit:.5f} px: {VERIFY_LIMIT_PX} px, or the PyTorch "
+              f"predictor's own float32 spread across thread counts, {spread:.5f} px, where larger)")
         return 0 if ok else 1
     return 0
 

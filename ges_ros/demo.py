@@ -167,7 +167,7 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
         "",
         f"- frames played: {frames} ({period_s} s apart); disparity messages received: {n_disp}; "
         f"points2: {recorder.counts[f'{NS}/points2']}; confidence: {recorder.counts[f'{NS}/confidence']}",
-        f"- weights: {weights}; device: cpu; solver iterations: {iters}",
+        f"- weights: {weights}; device: cpu; runtime: {_node_runtime(node_proc.lines)}; solver iterations: {iters}",
         f"- node exit code after SIGINT: {node_rc}",
         "",
         "| method | EPE (px) | bad-2 (%) | bad-3 (%) | runtime (ms) |",
@@ -186,6 +186,14 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
     print(f"\nwritten to {out.resolve()}: report.md, disparity_color.png, confidence.png, points.ply, "
           f"{out_bag.name}/, {in_bag.name}/")
     return 0
+
+
+def _node_runtime(lines: List[str]) -> str:
+    """The runtime the node reported ("openvino bf16", "torch fp32"; see the backend parameter)."""
+    for ln in lines:
+        if "runtime=" in ln:
+            return ln.split("runtime=")[1].split()[0].rstrip(")").replace("_", " ")
+    return "unknown"
 
 
 def _node_inference_ms(lines: List[str]) -> Optional[float]:

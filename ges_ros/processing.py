@@ -196,6 +196,7 @@ class StereoProcessor:
         color = image_msg(t, hdr, colorize(d_ros, r.valid), "bgr8") if want_color else None
         t_end = time.perf_counter()
         timings = dict(r.timings_ms)
-        timings.update(decode=(t_dec - t0) * 1e3, network=(t_net - t_dec) * 1e3,
+        # the openvino backend's one-off compile of a new size is reported as its own, not as inference time
+        timings.update(decode=(t_dec - t0) * 1e3, network=(t_net - t_dec) * 1e3 - timings.get("compile", 0.0),
                        messages=(t_end - t_net) * 1e3, pipeline=(t_end - t0) * 1e3)
         return StereoResult(stamp, disp, conf, points, color, r.iters, r.residual, r.fallback, timings)

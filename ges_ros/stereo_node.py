@@ -379,6 +379,10 @@ class StereoNode(Node):
         now = self.get_clock().now().nanoseconds * 1e-9
         self._latency.append((now - (result.stamp[0] + result.stamp[1] * 1e-9)) * 1e3)
         self._infer.append(result.timings_ms.get("network", 0.0))
+        if "compile" in result.timings_ms:
+            self.get_logger().info(f"compiled the network for {result.disparity.image.width}x"
+                                   f"{result.disparity.image.height} in {result.timings_ms['compile'] / 1e3:.1f} s "
+                                   f"(runtime={self.runtime()})")
         self._iters.append(result.iters)
         self._fallbacks += int(result.fallback)
         if result.fallback:
@@ -406,6 +410,7 @@ class StereoNode(Node):
             "input_rate_hz": f"{in_rate:.2f}", "output_rate_hz": f"{out_rate:.2f}",
             "latency_ms_mean": f"{mean(lat):.1f}", "latency_ms_max": f"{lat[-1] if lat else 0:.1f}",
             "inference_ms_mean": f"{mean(self._infer):.1f}", "iterations_mean": f"{mean(self._iters):.2f}",
+            "runtime": self.runtime(),
             "pairs_in": self._counts["pairs_in"], "pairs_out": self._counts["pairs_out"],
             "pairs_dropped": sum(drops.values()), "solver_fallbacks": self._fallbacks,
             "clock_resets": self.sync.clock_resets + self.processor.clock_resets,
@@ -434,12 +439,16 @@ class StereoNode(Node):
                 "drops": dict(self.drops), "unmatched": list(self.sync.dropped), "lost": list(self.lost),
                 "queue_size": self.sync.queue_size, "latency_ms": sorted(self._latency), "pending": pending}
 
+    def runtime(self) -> str:
+        """What runs the network, as one word pair joined by "_" ("openvino_bf16", "torch_fp32", "onnxruntime")."""
+        return str(getattr(self.predictor, "runtime", "onnxruntime")).replace(" ", "_")
+
     def summary(self) -> str:
         inf = sorted(self._infer)
         return (f"pairs_in={self._counts['pairs_in']} pairs_out={self._counts['pairs_out']} "
                 f"inference_ms={sum(inf) / len(inf) if inf else 0:.1f} "
                 f"iterations={sum(self._iters) / len(self._iters) if self._iters else 0:.2f} "
-                f"dropped={dict(self.drops)} solver_fallbacks={self._fallbacks}")
+                f"dropped={dict(self.drops)} solver_fallbacks={self._fallbacks} runtime={self.runtime()}")
 
     def _console(self, message: str) -> None:
         """A line straight to stderr, for shutdown. Ctrl-C shuts the context (and with it rcl's logging) down from

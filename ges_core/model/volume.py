@@ -16,12 +16,14 @@ def groupwise_correlation(left: torch.Tensor, right: torch.Tensor, *, groups: in
         raise ValueError(f"feature channels {channels} not divisible by groups {groups}")
     l = left.view(batch, groups, channels // groups, height, width)
     r = right.view(batch, groups, channels // groups, height, width)
-    volume = left.new_zeros(batch, groups, num_disp, height, width)
-    for d in range(min(num_disp, width)):
-        if d == 0:
-            volume[:, :, 0] = (l * r).mean(dim=2)
-        else:
-            volume[:, :, d, :, d:] = (l[..., d:] * r[..., :-d]).mean(dim=2)
+    # shifted slices padded and stacked, not written into a zeroed volume: the same numbers, and an exported graph
+    # without one ScatterND per disparity (OpenVINO ran those 48 by its reference kernel: 36 ms of 150 at 640x480)
+    slices = [(l * r).mean(dim=2)]
+    for d in range(1, min(num_disp, width)):
+        slices.append(F.pad((l[..., d:] * r[..., :-d]).mean(dim=2), (d, 0)))
+    volume = torch.stack(slices, dim=2)
+    if num_disp > width:
+        volume = F.pad(volume, (0, 0, 0, 0, 0, num_disp - width))
     return volume
 
 

@@ -63,6 +63,19 @@ def test_groupwise_correlation_convention():
     assert (best == 3).all()
 
 
+def test_groupwise_correlation_entries_and_the_zeros_beyond_the_image():
+    """Entry (g, d, y, x) is the mean over group g's channels of left(x) * right(x - d), zero where x < d, and a
+    search range wider than the image is zero past it."""
+    torch.manual_seed(1)
+    left, right = torch.randn(1, 6, 3, 5), torch.randn(1, 6, 3, 5)
+    vol = groupwise_correlation(left, right, groups=2, num_disp=7)
+    assert vol.shape == (1, 2, 7, 3, 5)
+    for g, d, x in [(0, 0, 4), (1, 2, 3), (0, 4, 4), (1, 1, 1)]:
+        want = (left[0, 3 * g:3 * g + 3, :, x] * right[0, 3 * g:3 * g + 3, :, x - d]).mean(0)
+        torch.testing.assert_close(vol[0, g, d, :, x], want)
+    assert (vol[0, :, 3, :, :3] == 0).all() and (vol[0, :, 5:] == 0).all()
+
+
 def test_topk_soft_argmin():
     logits = torch.full((1, 10, 1, 1), -10.0)
     logits[0, 4] = 5.0

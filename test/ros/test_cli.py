@@ -113,10 +113,16 @@ def test_export_onnx_matches_pytorch(tmp_path, tiny_weights):
     r = run("export", "--format", "onnx", "--height", "64", "--width", "96", "--iters", "2", "--weights",
             tiny_weights, "-o", tmp_path / "m.onnx")
     assert "OK" in r.stdout and "max |disparity difference|" in r.stdout and "solver anderson" in r.stdout
+    assert float(r.stdout.split("max |disparity difference| = ")[1].split()[0]) < 0.05
     from ges_core import load_predictor
+    from ges_core.export import verify_onnx
+    # the check can fail: the 2-iteration graph against the predictor's 6 iterations is far outside the limit
+    img = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    diff, spread = verify_onnx(load_predictor(tiny_weights, backend="torch"), str(tmp_path / "m.onnx"),
+                               left=img, right=np.roll(img, -4, axis=1), iters=6)
+    assert diff > max(0.05, 10 * spread), (diff, spread)
     pred = load_predictor(str(tmp_path / "m.onnx"))
     assert pred.solver == "anderson (unrolled, 2 iterations)"
-    img = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
     out = pred.predict(img, img)
     assert out.disparity.shape == (64, 96) and out.iters == 2 and pred.config.max_disp == 32
     run("export", "--format", "torchscript", "--height", "64", "--width", "96", "--iters", "1", "--weights",

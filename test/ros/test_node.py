@@ -266,3 +266,24 @@ def test_hyper_anderson_without_solver_weights_falls_back_to_anderson(tiny_weigh
         assert not res[0].successful and "trained solver weights" in res[0].reason
         assert h.node.set_parameters([Parameter("solver", value="fixed_point")])[0].successful
         assert h.node.predictor.solver == "fixed_point"
+
+
+def test_node_default_runtime_is_openvino_and_its_compile_is_not_inference_time(tiny_weights, motorcycle_small):
+    """With OpenVINO installed the node's default backend (auto) runs it on the CPU; the first pair of a size
+    compiles, which is reported apart: the node's inference time stays the network's."""
+    left, right, gt, valid, cam = motorcycle_small
+    left, right = left[:96, :160].copy(), right[:96, :160].copy()
+    with Harness({"weights": str(tiny_weights), "device": "cpu"}) as h:
+        assert h.node.predictor.backend == "openvino"
+        h.publish(pair(cam, left, right, 11))
+        h.wait(lambda: h.count("disparity") == 1, 60, "first disparity")
+        h.publish(pair(cam, left, right, 12))
+        h.wait(lambda: h.count("disparity") == 2, 60, "second disparity")
+        runtime = h.node.runtime()
+        assert runtime in ("openvino_bf16", "openvino_fp32")
+        # two pairs of one size: one compile, and neither inference time holds it
+        assert len(h.node.predictor.net._compiled) == 1
+        first, second = list(h.node._infer)
+        assert first < 5 * second + 500, (first, second)    # compiling takes ~2 s here, one inference ~50 ms
+        h.wait(lambda: any(kv.key == "runtime" and kv.value == runtime for m in h.received["diagnostics"]
+                           for s in m.status for kv in s.values), 10, "runtime in diagnostics")
