@@ -34,7 +34,8 @@ PARAMS = (
     Param("calibration_right", "", "the right camera's ROS camera_info YAML, with calibration", read_only=True),
     Param("device", "auto", "inference device: auto (CUDA if available, else CPU), cpu, cuda, cuda:N", read_only=True),
     Param("backend", DEFAULT_BACKEND, "network runtime: auto (OpenVINO on a CPU where it is installed, else "
-          "PyTorch), torch, openvino (CPU); the solver loop is the same in each", read_only=True, choices=BACKEND_CHOICES),
+          "PyTorch), torch, openvino (CPU); the solver loop is the same in each", read_only=True,
+          choices=BACKEND_CHOICES),
     Param("precision", "auto", "the openvino backend's precision: auto (bf16 where the CPU has AMX or AVX-512 "
           "BF16, else fp32), fp32, bf16", read_only=True, choices=PRECISIONS),
     Param("iters", GESConfig.iters, "solver iterations per pair (upper bound when budget_ms > 0)", (1, 64), scope="pipeline"),

@@ -59,7 +59,8 @@ def bench_accuracy(args) -> str:
         sets.insert(0, ("scenes", f"scene folders of {args.data}", build_dataset("folder", args.data)))
     body = ["## accuracy — shipped weights beside OpenCV SGBM on real scenes", "",
             f"{machine_line()}; weights {args.weights} (solver {pred.solver}, {GESConfig.iters} iterations, the node's "
-            "default; runtime {runtime}); SGBM: OpenCV StereoSGBM 3-way, block 5, P1/P2 = 8/32 x block^2, uniqueness 10, speckle 100/2, "
+            "default; runtime {runtime}); SGBM: OpenCV StereoSGBM 3-way, block 5, P1/P2 = 8/32 x block^2, "
+            "uniqueness 10, speckle 100/2, "
             "searching up to the scene's largest true disparity (an oracle range, SGBM's best case) with holes filled "
             "from the background side. Metrics over all pixels with ground truth; ratio = GES / SGBM. Means over the "
             "real scenes; synthetic scenes are listed apart and left out of the means.", ""]

@@ -57,7 +57,10 @@ class _Best:
 
 
 def _finite(x: torch.Tensor) -> bool:
-    return bool(torch.isfinite(x).all())
+    """No NaN or Inf in x: one float32 sum (NaN or Inf in, NaN or Inf out), a single vectorised pass where
+    isfinite(x).all() took four (a third of Anderson's own time at 640x480). A sum beyond float32's range (values
+    near 1e33 over a whole state) also counts as non-finite: that is divergence too."""
+    return bool(torch.isfinite(x.sum(dtype=torch.float32)))
 
 
 @torch.no_grad()
@@ -92,9 +95,16 @@ def anderson(func: Func, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0, s
     ill-conditioned in half precision).
     """
     dtype = z0.dtype
-    x_hist: List[torch.Tensor] = []   # iterates x_k, flat float32
-    f_hist: List[torch.Tensor] = []   # f(x_k)
     info, best, x = SolverInfo(), _Best(), z0.flatten(1).float()
+    batch, size = x.shape
+    # the last m f-values, residuals g = f - x and (beta != 1) iterates, in ring buffers, and the residuals' Gram
+    # matrix grown by one row a step: one pass over the history per iteration instead of stacking it anew (the
+    # mixing is invariant to the history's order; the same iterates up to float rounding)
+    f_hist = x.new_empty(batch, m, size)
+    g_hist = x.new_empty(batch, m, size)
+    x_hist = x.new_empty(batch, m, size) if beta != 1.0 else None
+    gram = x.new_zeros(batch, m, m)
+    n = slot = 0
     for k in range(max(1, max_iter)):
         if k > 0 and stop is not None and stop(k):
             break
@@ -103,24 +113,32 @@ def anderson(func: Func, z0: torch.Tensor, *, max_iter: int, tol: float = 0.0, s
         if not _finite(fx):
             info.diverged = True
             break
-        res = relative_residual(fx, x.to(dtype).view_as(z0))
+        f = fx.flatten(1).float()
+        g = torch.sub(f, x, out=g_hist[:, slot])
+        res = float((g.norm(dim=1) / f.norm(dim=1).clamp_min(1e-8)).max())      # relative_residual, from g
         info.residuals.append(res)
         best.offer(fx, res)
         if res < tol:
             break
-        x_hist.append(x)
-        f_hist.append(fx.flatten(1).float())
-        x_hist, f_hist = x_hist[-m:], f_hist[-m:]
-        n = len(x_hist)
+        f_hist[:, slot].copy_(f)
+        if x_hist is not None:
+            x_hist[:, slot].copy_(x)
+        n = min(n + 1, m)
+        row = torch.bmm(g_hist[:, :n], g.unsqueeze(2))[..., 0]                  # (B, n): g_i . g
+        gram[:, slot, :n] = row
+        gram[:, :n, slot] = row
+        slot = (slot + 1) % m
         if n == 1:
-            x = f_hist[0]
+            x = f.clone()
             continue
-        X = torch.stack(x_hist, dim=1)                    # (B, n, N)
-        F = torch.stack(f_hist, dim=1)
-        alpha = anderson_alpha(F - X, lam=lam)            # (B, n)
-        x = beta * (alpha.unsqueeze(1) @ F)[:, 0] + (1 - beta) * (alpha.unsqueeze(1) @ X)[:, 0]
+        alpha = anderson_weights(gram[:, :n, :n], lam=lam).unsqueeze(1)          # (B, 1, n)
+        x = torch.bmm(alpha, f_hist[:, :n])[:, 0]
+        if x_hist is not None:
+            x = beta * x + (1 - beta) * torch.bmm(alpha, x_hist[:, :n])[:, 0]
         if not _finite(x):   # singular history: restart from the newest f-value
-            x_hist, f_hist, x = [], [], f_hist[-1]
+            n = slot = 0
+            gram.zero_()
+            x = f.clone()
     return (best.z if best.z is not None else z0), info
 
 
@@ -129,13 +147,17 @@ def anderson_alpha(G: torch.Tensor, *, lam: float = 1e-4, unrolled: bool = False
     sum_i alpha_i = 1 (float32): alpha = y / sum(y) with (G G^T + reg I) y = 1, the closed form of the bordered
     normal equations. unrolled: the small SPD system by an unrolled Cholesky in plain tensor ops, which ONNX and
     TensorRT export (they have no linear solve); the same numbers as torch.linalg.solve up to rounding."""
-    batch, n, _ = G.shape
     G = G.float()
-    GG = G @ G.transpose(1, 2)
+    return anderson_weights(G @ G.transpose(1, 2), lam=lam, unrolled=unrolled)
+
+
+def anderson_weights(gram: torch.Tensor, *, lam: float = 1e-4, unrolled: bool = False) -> torch.Tensor:
+    """anderson_alpha from the residuals' Gram matrix G G^T (B, n, n)."""
+    batch, n, _ = gram.shape
     # Tikhonov term relative to the residuals' size, so it stays negligible as they shrink
-    reg = lam * GG.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)
-    H = GG + reg.view(-1, 1, 1) * torch.eye(n, device=G.device)
-    ones = torch.ones(batch, n, 1, device=G.device)
+    reg = lam * gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)
+    H = gram + reg.view(-1, 1, 1) * torch.eye(n, device=gram.device)
+    ones = torch.ones(batch, n, 1, device=gram.device)
     y = _spd_solve_unrolled(H, ones) if unrolled else torch.linalg.solve(H, ones)
     return (y / y.sum(dim=1, keepdim=True))[..., 0]
 

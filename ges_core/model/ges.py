@@ -110,7 +110,8 @@ class GES(nn.Module):
     def solve(self, enc: Encoded, *, iters: int, solver: Optional[str] = None, init: Optional[torch.Tensor] = None,
               stop: Optional[StopFn] = None, tol: Optional[float] = None,
               observe: Optional[Callable[[torch.Tensor], None]] = None,
-              step: Optional[Callable[[torch.Tensor, Encoded], torch.Tensor]] = None) -> Tuple[torch.Tensor, SolverInfo]:
+              step: Optional[Callable[[torch.Tensor, Encoded], torch.Tensor]] = None
+              ) -> Tuple[torch.Tensor, SolverInfo]:
         """observe: called with every f-value the solver computes (benchmarks trace the whole solve); step: the
         update f(z; x) to iterate, when another backend runs it (default: this module's own)."""
         cfg = self.config

@@ -75,6 +75,48 @@ def test_anderson_needs_fewer_iterations_than_fixed_point():
     assert an.iters < fp.iters
 
 
+def _anderson_by_the_book(func, z0, *, max_iter, m, beta, lam=1e-4):
+    """Anderson as written in Walker & Ni: the last m iterates and f-values stacked, the constrained least squares
+    solved afresh each step; -> the residual of every step."""
+    from ges_core.deq.solvers import anderson_alpha, relative_residual
+    xs, fs, x, residuals = [], [], z0, []
+    for _ in range(max_iter):
+        fx = func(x)
+        residuals.append(relative_residual(fx, x))
+        xs, fs = (xs + [x])[-m:], (fs + [fx])[-m:]
+        if len(xs) == 1:
+            x = fx
+            continue
+        X, F = torch.stack(xs, 1), torch.stack(fs, 1)
+        alpha = anderson_alpha(F - X, lam=lam).unsqueeze(1)
+        x = beta * (alpha @ F)[:, 0] + (1 - beta) * (alpha @ X)[:, 0]
+    return residuals
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.7])
+def test_anderson_takes_the_steps_of_the_textbook_method(beta):
+    """The solver's ring-buffer history and incremental Gram matrix give the textbook iterates, past the point
+    where the history wraps (m = 3, 10 steps)."""
+    m = GRUMap(scale=0.9)
+    z0 = torch.randn(1, 8 * 144, generator=torch.Generator().manual_seed(3)) * 0.1
+    want = _anderson_by_the_book(m, z0, max_iter=10, m=3, beta=beta)
+    _, info = anderson(m, z0, max_iter=10, m=3, beta=beta)
+    assert info.iters == 10
+    torch.testing.assert_close(torch.tensor(info.residuals), torch.tensor(want), rtol=1e-3, atol=1e-7)
+    assert want[-1] < 0.1 * want[0]                  # and they converge
+
+
+def test_non_finite_values_are_found():
+    from ges_core.deq.solvers import _finite
+    x = torch.zeros(3, 1000)
+    assert _finite(x)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        y = x.clone()
+        y[2, 517] = bad
+        assert not _finite(y)
+    assert _finite(torch.full((4, 4), 60000.0, dtype=torch.float16))     # a half-precision sum does not overflow
+
+
 def test_warm_start_from_the_fixed_point_converges_in_one_iteration(gru_map):
     z, _ = anderson(gru_map, torch.zeros(1, 8 * 144), max_iter=100, tol=1e-10)
     for solver in ("fixed_point", "anderson"):
