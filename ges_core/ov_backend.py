@@ -58,7 +58,7 @@ def check_backend(backend: str, precision: str, device: str) -> None:
 
 
 # ------------------------------------------------------------------ the three graphs, as traceable modules
-def _flat_encoding(model: GES, enc: Encoded) -> List[torch.Tensor]:
+def _flat_encoding(enc: Encoded) -> List[torch.Tensor]:
     """An encoding as the flat tensor list the compiled graphs exchange (shapes and padding follow from the size)."""
     return [*(t for level in enc.context for t in level), *enc.lookup.volumes, enc.prob, enc.init_disparity,
             *enc.hidden0]
@@ -67,7 +67,7 @@ def _flat_encoding(model: GES, enc: Encoded) -> List[torch.Tensor]:
 class _Layout:
     """Where each part of an encoding sits in the flat list, for one model and input size."""
 
-    def __init__(self, model: GES, enc: Encoded) -> None:
+    def __init__(self, enc: Encoded) -> None:
         self.context = [len(level) for level in enc.context]
         self.volumes = len(enc.lookup.volumes)
         self.radius = enc.lookup.radius
@@ -99,7 +99,7 @@ class _EncodeGraph(nn.Module):
         self.model = model
 
     def forward(self, left: torch.Tensor, right: torch.Tensor):
-        return tuple(_flat_encoding(self.model, self.model.encode(left, right)))
+        return tuple(_flat_encoding(self.model.encode(left, right)))
 
 
 class _StepGraph(nn.Module):
@@ -108,7 +108,7 @@ class _StepGraph(nn.Module):
         self.model, self.layout, self.example = model, layout, example
 
     def forward(self, z: torch.Tensor, *inputs: torch.Tensor):
-        flat = [*inputs, *_flat_encoding(self.model, self.example)[self.layout.step_inputs:]]
+        flat = [*inputs, *_flat_encoding(self.example)[self.layout.step_inputs:]]
         return self.model.step(z, self.layout.encoding(flat))
 
 
@@ -131,8 +131,8 @@ class _Compiled:
         with torch.no_grad():
             enc = model.encode(left, left)
             z = model.initial_state(enc)
-        self.layout = _Layout(model, enc)
-        flat = _flat_encoding(model, enc)
+        self.layout = _Layout(enc)
+        flat = _flat_encoding(enc)
         graphs = [(_EncodeGraph(model), (left, left)),
                   (_StepGraph(model, self.layout, enc), (z, *flat[:self.layout.step_inputs])),
                   (_DecodeGraph(model, self.layout, enc), (z, enc.prob))]
@@ -208,7 +208,7 @@ class OpenVinoNetwork:
 
     def step(self, z: torch.Tensor, enc: Encoded) -> torch.Tensor:
         graphs = self._graphs(enc)
-        inputs = [z, *_flat_encoding(self.model, enc)[:graphs.layout.step_inputs]]
+        inputs = [z, *_flat_encoding(enc)[:graphs.layout.step_inputs]]
         return graphs.run(1, inputs, share_outputs=False)[0]
 
     def decode(self, z: torch.Tensor, enc: Encoded) -> Tuple[torch.Tensor, torch.Tensor]:
