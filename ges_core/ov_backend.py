@@ -142,7 +142,6 @@ class _Compiled:
             self.requests.append(compiled.create_infer_request())
         ov_type = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.precision = {v: k for k, v in _OV_TYPES.items()}.get(ov_type, ov_type)      # "fp32", "bf16"
-        self.state_size = z.shape[1]
 
     def run(self, which: int, inputs: Sequence[torch.Tensor], *, share_outputs: bool) -> List[torch.Tensor]:
         arrays = [np.ascontiguousarray(t.detach().float().numpy()) for t in inputs]
@@ -162,7 +161,8 @@ def _to_openvino(core, module: nn.Module, example: Tuple[torch.Tensor, ...]):
 
 class OpenVinoNetwork:
     """The network's encode / step / decode run by OpenVINO (CPU), compiled on first use of each input size; the
-    rest of the GES interface the Predictor uses (solve, initial_state, upsample_init) is the model's own."""
+    rest of the GES interface the Predictor uses (solve, initial_state, upsample_init) is the model's own. No
+    other attribute of the model is passed through."""
 
     def __init__(self, model: GES, *, precision: str = "auto") -> None:
         check_backend("openvino", precision, "cpu")
@@ -230,17 +230,10 @@ class OpenVinoNetwork:
     def solve(self, enc: Encoded, **kwargs):
         return self.model.solve(enc, step=self.step, **kwargs)
 
-    def __getattr__(self, name: str):
-        # config, learned_solvers, pack, unpack: the model's
-        if name in ("model", "core", "_compiled", "_current"):
-            raise AttributeError(name)
-        return getattr(self.model, name)
-
 
 def make_network(model: GES, backend: str, precision: str, device: str):
-    """The object the Predictor runs: the model itself (torch) or its OpenVINO-compiled parts; backend "auto" as
-    resolve_backend."""
-    backend = resolve_backend(backend, device)
+    """The object the Predictor runs: the model itself (torch) or its OpenVINO-compiled parts; backend as
+    resolve_backend returned it."""
     check_backend(backend, precision, device)
     return model if backend == "torch" else OpenVinoNetwork(model, precision=precision)
 

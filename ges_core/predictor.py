@@ -74,7 +74,7 @@ class Predictor:
         self.config: GESConfig = model.config
         self.solver = solver or model.config.solver
         self.backend = resolve_backend(backend, str(self.device))
-        self.net = make_network(self.model, backend, precision, str(self.device))
+        self.net = make_network(self.model, self.backend, precision, str(self.device))
         self._iter_ms: Optional[float] = None     # online estimate of one solver iteration
         self._decode_ms: float = 0.0
 
