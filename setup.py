@@ -40,6 +40,7 @@ setup(
         "pyyaml",
         "tqdm",
         "rosbags",
+        "numba",          # the point cloud and disparity message writers (ges_ros.messages)
     ],
     extras_require={
         "ros": ROS_WHEELS,

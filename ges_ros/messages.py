@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
+from numba import njit
 
-from ges_core.geometry import StereoCalibration, point_cloud_planes, valid_window
+from ges_core.geometry import StereoCalibration, valid_window
 
 # PointField datatype codes (sensor_msgs/PointField)
 FLOAT32 = 7
-CACHE_BYTES = 1 << 20         # the point-cloud band assembled at a time (smaller bands: numpy's per-call cost ruled)
 PARALLEL_BYTES = 8 << 20      # clouds at least this large are written by two threads
 POOL_MIN_BYTES = 1 << 20      # message buffers at least this large are reused once free
 POOL_SIZE = 6                 # how many of them are kept (a frame's disparity, cloud, confidence, colour map)
@@ -121,9 +121,8 @@ def disparity_msg(types: MessageTypes, hdr, d_ros: np.ndarray, valid: np.ndarray
     """DisparityImage: 32FC1, invalid pixels set below min_disparity (stereo_image_proc's rule)."""
     height, width = d_ros.shape
     value, view = types.buffer(height * width * 4)
-    img = view.view(np.float32).reshape(height, width)
-    np.copyto(img, d_ros)
-    img[~valid] = min_disparity - 1.0
+    _write_disparity(np.ascontiguousarray(d_ros, dtype=np.float32), np.ascontiguousarray(valid, dtype=np.bool_),
+                     np.float32(min_disparity - 1.0), view.view(np.float32).reshape(height, width))
     x, y, w, h = valid_window(valid)
     roi = types.RegionOfInterest(x_offset=x, y_offset=y, height=h, width=w, do_rectify=False)
     image = types.with_data(types.Image, value, header=hdr, height=height, width=width, encoding="32FC1",
@@ -150,47 +149,67 @@ def pointcloud_fields(types: MessageTypes, *, use_color: bool, avoid_padding: bo
 def pointcloud_msg(types: MessageTypes, hdr, d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration,
                    rgb: Optional[np.ndarray], *, avoid_padding: bool, min_depth: float = 0.0, max_depth: float = 0.0):
     """Organized H x W cloud, is_dense false, NaN for invalid points; points written in place."""
-    import cv2
     height, width = d_ros.shape
     use_color = rgb is not None
     fields, step = pointcloud_fields(types, use_color=use_color, avoid_padding=avoid_padding)
     value, view = types.buffer(height * width * step)
-    pts = view.view(np.float32).reshape(height, width, step // 4)
-    # Per band of rows that stays in cache: x, y, z and the packed colour as planes, then OpenCV's mixChannels
-    # interleaves them, and zeros for the padding, into the message in one sequential pass (over the whole
-    # 1920x1200 cloud, 74 MB padded, strided passes, not the arithmetic, were the cost; numpy's reversed 3-byte
-    # colour copy alone was a third of it). Large clouds use two threads (numpy and OpenCV release the GIL).
-    band = max(1, CACHE_BYTES // max(1, width * step))
-    starts = list(range(0, height, band))
-    words = step // 4
-    rgb_word = (12 if avoid_padding else 16) // 4
-    to_point = [0, 0, 1, 1, 2, 2] + ([3, rgb_word] if use_color else [])
-    for k in range(3, words):
-        if not (use_color and k == rgb_word):
-            to_point += [-1, k]                       # a negative source fills the word with zeros
-
-    def write(rows_of_bands: Sequence[int]) -> None:
-        xyz = np.empty((3, band, width), np.float32)
-        color = np.empty((band, width, 4), np.uint8)
-        for r0 in rows_of_bands:
-            n = min(band, height - r0)
-            rows = slice(r0, r0 + n)
-            point_cloud_planes(d_ros[rows], valid[rows], calib, min_depth=min_depth, max_depth=max_depth,
-                               out=xyz[:, :n], row0=r0)
-            planes = [xyz[0, :n], xyz[1, :n], xyz[2, :n]]
-            if use_color:
-                # PCL's packed rgb is the little-endian uint32 0x00RRGGBB: bytes B, G, R, 0
-                cv2.mixChannels([rgb[rows]], [color[:n]], [2, 0, 1, 1, 0, 2, -1, 3])
-                planes.append(color[:n].view(np.float32)[..., 0])
-            cv2.mixChannels(planes, [pts[rows]], to_point)
-
-    if len(starts) > 1 and height * width * step >= PARALLEL_BYTES:
-        halves = (starts[0::2], starts[1::2])
-        list(_cloud_threads().map(write, halves))
+    # the points as ges_core.geometry.point_cloud_xyz computes them (the same float32 operations, so the same
+    # bytes; test), written in one pass by a compiled loop: the numpy / OpenCV version needed a pass per field or a
+    # plane-then-interleave pass per band, 13.8 ms against 6.9 ms at 1920x1200 padded (74 MB; writing 74 MB alone
+    # takes 4 ms on two threads here). Large clouds are written by two threads, a half each (the loop drops the GIL).
+    us = (np.arange(width, dtype=np.float32) - np.float32(calib.cx_left)) / np.float32(calib.fx)
+    vs = (np.arange(height, dtype=np.float32) - np.float32(calib.cy)) / np.float32(calib.fy)
+    colour = np.ascontiguousarray(rgb[..., :3]) if use_color else np.zeros((1, 1, 3), np.uint8)
+    args = (np.ascontiguousarray(d_ros, dtype=np.float32), np.ascontiguousarray(valid, dtype=np.bool_), colour,
+            use_color, view.view(np.float32), view.view(np.uint32), np.float32(calib.fx * calib.baseline), us, vs,
+            np.float32(min_depth), np.float32(max_depth), step // 4, (12 if avoid_padding else 16) // 4)
+    if height > 1 and height * width * step >= PARALLEL_BYTES:
+        half = height // 2
+        list(_cloud_threads().map(lambda rows: _write_points(*args, *rows), ((0, half), (half, height))))
     else:
-        write(starts)
+        _write_points(*args, 0, height)
     return types.with_data(types.PointCloud2, value, header=hdr, height=height, width=width, fields=fields,
                            is_bigendian=False, point_step=step, row_step=step * width, is_dense=False)
+
+
+@njit(nogil=True, cache=True)
+def _write_disparity(d, valid, invalid_value, out):  # pragma: no cover (compiled; its callers are tested)
+    """out = d where valid, else invalid_value, in one branch-free pass (numpy's masked assignment branched per
+    pixel: 4.8 ms at 1920x1200 with 10 % of the pixels invalid at random)."""
+    height, width = d.shape
+    for r in range(height):
+        for c in range(width):
+            out[r, c] = d[r, c] if valid[r, c] else invalid_value
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _write_points(d, valid, rgb, use_color, out_f, out_u, focal_baseline, us, vs, min_depth, max_depth, words,
+                  rgb_word, row_begin, row_end):  # pragma: no cover (compiled; its callers are tested)
+    """Rows [row_begin, row_end) of the cloud: x y z (NaN where there is no point: invalid, d <= 0, or outside the
+    depth limits, max_depth <= 0 none), the packed colour (little-endian 0x00RRGGBB) when use_color, zeros in
+    every other word of the point."""
+    width = d.shape[1]
+    nan = np.float32(np.nan)
+    zero = np.float32(0.0)
+    for r in range(row_begin, row_end):
+        v = vs[r]
+        for c in range(width):
+            dd = d[r, c]
+            z = focal_baseline / dd
+            base = (r * width + c) * words
+            if (not valid[r, c]) or dd <= 0 or z < min_depth or (max_depth > 0 and z > max_depth):
+                out_f[base] = nan
+                out_f[base + 1] = nan
+                out_f[base + 2] = nan
+            else:
+                out_f[base] = z * us[c]
+                out_f[base + 1] = z * v
+                out_f[base + 2] = z
+            for k in range(3, words):
+                out_f[base + k] = zero
+            if use_color:
+                out_u[base + rgb_word] = ((np.uint32(rgb[r, c, 0]) << 16) | (np.uint32(rgb[r, c, 1]) << 8)
+                                          | np.uint32(rgb[r, c, 2]))
 
 
 def _cloud_threads():
