@@ -102,3 +102,35 @@ def test_large_message_buffers_are_reused_only_when_free():
     fourth = pointcloud_msg(t, header(t, 0, 0, "f"), 4 * d, valid, c, None, avoid_padding=False)
     assert id(fourth.data) == first_buffer            # free again: reused, not allocated
     assert unpack_cloud(fourth)["z"][0, 0] == pytest.approx(unpack_cloud(third)["z"][0, 0] * 3 / 4)
+
+
+def test_cloud_depth_limits_and_non_positive_disparities_as_point_cloud_xyz():
+    """The compiled writer's NaN rule is point_cloud_xyz's: invalid, d <= 0, nearer than min_depth or farther than
+    max_depth; every other point is written, to the bit."""
+    t = rosbags_types()
+    c = calib(doffs=0.0)
+    rng = np.random.default_rng(5)
+    d = rng.uniform(-2, 60, (40, 50)).astype(np.float32)
+    d[::6, ::7] = 0.0
+    valid = rng.random((40, 50)) > 0.1
+    for limits in ((0.0, 0.0), (1.5, 20.0), (0.0, 5.0)):
+        msg = pointcloud_msg(t, header(t, 0, 0, "f"), d, valid, c, None, avoid_padding=True, min_depth=limits[0],
+                             max_depth=limits[1])
+        f = unpack_cloud(msg)
+        xyz, ok = point_cloud_xyz(d, valid, c, min_depth=limits[0], max_depth=limits[1])
+        assert 0 < ok.mean() < 1
+        for i, name in enumerate("xyz"):
+            np.testing.assert_array_equal(f[name].view(np.uint32), xyz[..., i].view(np.uint32))
+
+
+def test_disparity_image_marks_invalid_pixels_below_min_disparity():
+    from ges_ros.messages import disparity_msg
+    t = rosbags_types()
+    rng = np.random.default_rng(6)
+    d = rng.uniform(1, 30, (20, 30)).astype(np.float32)
+    valid = rng.random((20, 30)) > 0.3
+    msg = disparity_msg(t, header(t, 0, 0, "f"), d, valid, calib(doffs=0.0), min_disparity=2.0, max_disparity=40.0,
+                        delta_d=0.0625)
+    img = np.frombuffer(bytes(msg.image.data), "<f4").reshape(20, 30)
+    np.testing.assert_array_equal(img[valid], d[valid])
+    assert (img[~valid] == 1.0).all()                # min_disparity - 1, stereo_image_proc's rule
