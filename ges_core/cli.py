@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
+
 
 def _predictor(args: argparse.Namespace):
     from . import load_predictor
@@ -158,6 +160,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from .data.teacher_stereo import TeacherLabelConfig, make_labels, weights_digest
+    from .predictor import load_predictor
+    from .weights import resolve_weights
+    cfg = TeacherLabelConfig(iters=args.iters, min_confidence=args.min_confidence)
+    predictor = load_predictor(args.weights, device=args.device, backend=args.backend, precision=args.precision)
+    teacher = f"{Path(resolve_weights(args.weights)).name}@{weights_digest(str(resolve_weights(args.weights)))}"
+    meta = make_labels(predictor, args.root, args.out, cfg, teacher=teacher, progress=not args.no_progress)
+    rows = list(meta["pairs"].values())
+    if not rows:
+        print(f"ges pseudo-label: no pair labelled under {args.root}", file=sys.stderr)
+        return 1
+    share = {k: float(np.mean([r[k] for r in rows])) for k in ("lr", "scales", "edges", "sky", "confidence",
+                                                                 "labelled")}
+    print(f"{len(rows)} pairs labelled in {args.out} by {teacher}; kept by each check (mean share of pixels): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in share.items()))
+    return 0
+
+
 def _cmd_export_weights(args: argparse.Namespace) -> int:
     from .config import GESConfig
     from .model.ges import build_model
@@ -282,6 +303,18 @@ def build_parser(*, bench_modes=None, extend=None) -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="override the run directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("pseudo-label", help="label real unlabeled pairs with GES itself (the teacher), filtered")
+    p.add_argument("--weights", default="default", help="the teacher")
+    p.add_argument("--root", default="../shared/data/stereo_unlabeled")
+    p.add_argument("--out", default="runs/labels_v4", help="folder of .npz labels (resumed when interrupted)")
+    p.add_argument("--iters", type=int, default=24, help="teacher solver iterations")
+    p.add_argument("--min-confidence", type=float, default=0.5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_pseudo_label)
 
     p = sub.add_parser("train-report", help="summarise and plot a run's metrics.jsonl (several dirs: its stages)")
     p.add_argument("run", nargs="+", help="run directory, e.g. runs/procedural_cpu; several: the stages in order")

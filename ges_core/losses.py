@@ -2,7 +2,7 @@
 the maximum disparity."""
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,18 +16,31 @@ def masked_smooth_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return F.smooth_l1_loss(pred[mask], target[mask])
 
 
+def clamped(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, max_error: Optional[torch.Tensor]
+            ) -> torch.Tensor:
+    """The mask less the pixels whose error passes max_error ((B, 1, 1, 1) px, inf for exact labels): the loss is
+    clamped there, so a teacher's gross label errors give no gradient."""
+    if max_error is None:
+        return mask
+    return mask & ((pred.detach() - target).abs() <= max_error)
+
+
 def stereo_loss(out: GESOutput, target: torch.Tensor, valid: torch.Tensor, *, max_disp: float,
-                init_weight: float = 1.0, final_weight: float = 1.0, correction_gamma: float = 0.8
-                ) -> Tuple[torch.Tensor, Dict[str, float]]:
+                init_weight: float = 1.0, final_weight: float = 1.0, correction_gamma: float = 0.8,
+                max_error: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, float]]:
     """target, valid: (B, 1, H, W). Returns the loss and scalars for logging (EPE, bad-2 of the final).
     The fixed-point corrections (states sampled along the solve, earliest first) weigh final_weight * gamma^k,
-    k counted back from the last, as RAFT weighs its iterates."""
+    k counted back from the last, as RAFT weighs its iterates. max_error: (B, 1, 1, 1) per-sample loss clamp in px
+    (pseudo-labels), None or inf for none."""
     mask = valid & (target < max_disp) & torch.isfinite(target)
-    loss = init_weight * masked_smooth_l1(out.init_disparity, target, mask) \
-        + final_weight * masked_smooth_l1(out.disparity, target, mask)
+
+    def term(pred: torch.Tensor) -> torch.Tensor:
+        return masked_smooth_l1(pred, target, clamped(pred, target, mask, max_error))
+
+    loss = init_weight * term(out.init_disparity) + final_weight * term(out.disparity)
     n = len(out.corrections)
     for k, disparity in enumerate(out.corrections):
-        loss = loss + final_weight * correction_gamma ** (n - k) * masked_smooth_l1(disparity, target, mask)
+        loss = loss + final_weight * correction_gamma ** (n - k) * term(disparity)
     with torch.no_grad():
         err = (out.disparity - target).abs()[mask]
         init_err = (out.init_disparity - target).abs()[mask]

@@ -23,10 +23,12 @@ import torch
 
 from .config import GESConfig, read_yaml
 from .data.augment import AugmentConfig
-from .data.datasets import MixtureDataset, PhotoStereoDataset, ProceduralDataset, ProxyStereoDataset, build_dataset
+from .data.datasets import (MixtureDataset, PhotoStereoDataset, ProceduralDataset, ProxyStereoDataset,
+                            TeacherStereoDataset, build_dataset)
 from .data.photo_stereo import PhotoStereoConfig
 from .data.procedural import ProceduralConfig
 from .data.proxy_stereo import ProxyStereoConfig
+from .data.teacher_stereo import TeacherStereoConfig
 from .losses import stereo_loss
 from .model.ges import build_model
 from .weights import save_weights
@@ -75,8 +77,8 @@ class TrainConfig:
 
 
 _GENERATORS = {"procedural": (ProceduralConfig, ProceduralDataset), "photo": (PhotoStereoConfig, PhotoStereoDataset),
-               "proxy": (ProxyStereoConfig, ProxyStereoDataset)}
-_UNLABELED = {"proxy"}   # sources whose labels are a matcher's guess: kept out of the held-out score
+               "proxy": (ProxyStereoConfig, ProxyStereoDataset), "teacher": (TeacherStereoConfig, TeacherStereoDataset)}
+_UNLABELED = {"proxy", "teacher"}   # sources whose labels are a matcher's guess: kept out of the held-out score
 
 
 def _generator(name: str, options: Dict[str, Any], *, seed: int, aug: Optional[AugmentConfig], where: str):
@@ -144,6 +146,14 @@ def to_batch(samples: List[Dict[str, Any]], device: torch.device):
     disp = stack("disparity", torch.float32).unsqueeze(1)
     valid = stack("valid", torch.bool).unsqueeze(1)
     return left, right, disp, valid
+
+
+def batch_max_error(samples: List[Dict[str, Any]], device: torch.device) -> Optional[torch.Tensor]:
+    """(B, 1, 1, 1) per-sample loss clamp (px) from the samples' `max_error`, or None when no sample has one."""
+    values = [float(s.get("max_error", float("inf"))) for s in samples]
+    if all(np.isinf(values)):
+        return None
+    return torch.tensor(values, device=device).view(-1, 1, 1, 1)
 
 
 class _IndexStream(torch.utils.data.Sampler):
@@ -357,13 +367,15 @@ class Trainer:
             batches = iter(self._loader())
             while self.step < last and not self.stop_requested:
                 t_start = time.perf_counter()
-                left, right, disp, valid = to_batch(next(batches), self.device)
+                samples = next(batches)
+                left, right, disp, valid = to_batch(samples, self.device)
                 t_data = time.perf_counter() - t_start
                 with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                     out = model(left, right)
                 loss, stats = stereo_loss(out, disp, valid, max_disp=self.model_cfg.max_disp,
                                           init_weight=cfg.init_weight, final_weight=cfg.final_weight,
-                                          correction_gamma=cfg.correction_gamma)
+                                          correction_gamma=cfg.correction_gamma,
+                                          max_error=batch_max_error(samples, self.device))
                 self.optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):
                     self.nan_skipped += 1

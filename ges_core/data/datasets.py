@@ -21,6 +21,7 @@ from .io import read_disparity, read_image, read_mask
 from .photo_stereo import PhotoStereoConfig, render_photo_pair
 from .procedural import ProceduralConfig, render_pair, supervised
 from .proxy_stereo import ProxyStereoConfig, render_proxy_pair
+from .teacher_stereo import TeacherStereoConfig, render_teacher_pair
 
 Sample = Dict[str, object]
 
@@ -208,7 +209,11 @@ class GeneratedDataset:
         if self.augment_cfg is not None:
             left, right, disp, valid = augment(left, right, disp, valid, rng, self.augment_cfg)
             valid = supervised(valid, disp, self.render)
-        return {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"{self.kind}_{index}"}
+        sample: Sample = {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"{self.kind}_{index}"}
+        max_error = getattr(self.render, "max_error", None)   # a loss clamp for labels that may be grossly wrong
+        if max_error is not None:
+            sample["max_error"] = float(max_error)
+        return sample
 
 
 def ProceduralDataset(render: Optional[ProceduralConfig] = None, **kw) -> GeneratedDataset:
@@ -224,6 +229,11 @@ def PhotoStereoDataset(render: Optional[PhotoStereoConfig] = None, **kw) -> Gene
 def ProxyStereoDataset(render: Optional[ProxyStereoConfig] = None, **kw) -> GeneratedDataset:
     """Crops of real unlabeled pairs with left-right consistent SGBM labels (`proxy_stereo`)."""
     return GeneratedDataset(render or ProxyStereoConfig(), renderer=render_proxy_pair, kind="proxy", **kw)
+
+
+def TeacherStereoDataset(render: Optional[TeacherStereoConfig] = None, **kw) -> GeneratedDataset:
+    """Crops of real unlabeled pairs with GES's own filtered labels (`teacher_stereo`, made by `ges pseudo-label`)."""
+    return GeneratedDataset(render or TeacherStereoConfig(), renderer=render_teacher_pair, kind="teacher", **kw)
 
 
 @dataclass

@@ -4,6 +4,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from ges_core.data.augment import AugmentConfig, augment
 from ges_core.data.datasets import ProceduralDataset, build_dataset
@@ -397,3 +398,129 @@ def test_training_mixture_with_proxy_pairs_keeps_them_out_of_the_heldout(photo_f
         proxy_pairs(str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="no NNNN_left.png"):
         proxy_pairs(str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- self-training labels (issue #26)
+def _textured(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = cv2.resize(rng.integers(0, 256, (h // 4, w // 4, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    return img
+
+
+def test_teacher_checks_each_drop_what_they_should():
+    from ges_core.data.teacher_stereo import TeacherLabelConfig, consistency_masks
+    h, w = 96, 192
+    left = _textured(h, w)
+    d = np.full((h, w), 20.0, np.float32)
+    d_right, d_half, conf = d.copy(), d.copy(), np.ones((h, w), np.float32)
+    d_right[10:20, 80:100] = 25.0                   # the right view disagrees where x - d lands: left-right check
+    d_half[30:40, 100:120] = 24.0                   # the half-resolution answer disagrees
+    conf[50:60, 100:120] = 0.2                      # the teacher is unsure
+    left[70:96, 60:180] = 128                       # a flat area ...
+    d[70:96, 120:180] = 40.0                        # ... with a disparity jump at x = 120 and no image edge
+    d_right[70:96, 80:140] = 40.0                   # the right view sees the nearer surface (consistent)
+    d_half[70:96, 120:180] = 40.0
+    masks = consistency_masks(left, d, d_right, d_half, conf, TeacherLabelConfig())
+    lab = masks["labelled"]
+    assert not masks["lr"][12:18, 102:118].any() and masks["lr"][12:18, 130:150].all()
+    assert not masks["scales"][32:38, 102:118].any() and masks["scales"][32:38, 130:150].all()
+    assert not masks["confidence"][52:58, 102:118].any()
+    assert not masks["edges"][75:90, 119:121].any() and masks["edges"][75:90, 150:170].all()
+    assert masks["edges"][5:60, 5:90].all()         # textured, smooth: kept
+    # the match of the left band's pixels lies outside the right view: kept without the left-right check
+    assert masks["lr"][:, :15].all()
+    assert lab[5:60, 5:90].all() and lab.mean() > 0.6
+    far = np.full((h, w), 0.5, np.float32)           # a flat far area (sky): dropped; textured far: kept
+    flat = left.copy()
+    flat[:40] = 200
+    sky = consistency_masks(flat, far, far, far, np.ones((h, w), np.float32), TeacherLabelConfig())["sky"]
+    assert not sky[5:35].any() and sky[50:65].all()
+
+
+class _ConstantTeacher:
+    """A stand-in teacher that answers one disparity everywhere (the checks are tested above)."""
+
+    def __init__(self, value: float) -> None:
+        self.value, self.calls = value, []
+
+    def predict(self, left, right, iters=None, scale=1.0):
+        from ges_core.predictor import Prediction
+        self.calls.append((left.shape, iters, scale))
+        h, w = left.shape[:2]
+        return Prediction(np.full((h, w), self.value, np.float32), np.ones((h, w), bool),
+                          np.ones((h, w), np.float32), iters or 4, 0.0)
+
+
+def test_label_pair_stores_large_disparities_downscaled():
+    from ges_core.data.teacher_stereo import TeacherLabelConfig, label_pair
+    left = _textured(480, 960)
+    teacher = _ConstantTeacher(250.0)
+    lab = label_pair(teacher, left, left, TeacherLabelConfig(iters=20))
+    # 250 px passes the 100 px the labels may reach: stored at 100 / 250 = 0.4 ... but never under 224 x 448
+    assert lab["scale"] == pytest.approx(max(0.4, 224 / 480, 448 / 960))
+    assert lab["left"].shape[:2] == lab["disparity"].shape == (224, 448)
+    assert all(c[1] == 20 for c in teacher.calls) and [c[2] for c in teacher.calls].count(0.5) == 2
+    small = label_pair(_ConstantTeacher(30.0), left, left, TeacherLabelConfig())
+    assert small["scale"] == 1.0 and small["disparity"].shape == (480, 960)
+
+
+@pytest.fixture(scope="module")
+def teacher_labels(tmp_path_factory):
+    """A labels folder made by make_labels from two sets (4 pairs and 1), shifted-texture pairs of disparity 8."""
+    from ges_core.data.teacher_stereo import TeacherLabelConfig, make_labels
+    root = tmp_path_factory.mktemp("unlabeled_t")
+    for name, n in (("drive", 4), ("room", 1)):
+        (root / name).mkdir()
+        for i in range(n):
+            img = _textured(240, 488, seed=i + 10 * len(name))
+            cv2.imwrite(str(root / name / f"{i:04d}_left.png"), img[:, 8:488 - 32][..., ::-1])
+            cv2.imwrite(str(root / name / f"{i:04d}_right.jpg"), img[:, 16:488 - 24][..., ::-1])
+    out = tmp_path_factory.mktemp("labels")
+    meta = make_labels(_ConstantTeacher(8.0), str(root), str(out), TeacherLabelConfig(), teacher="constant",
+                       progress=False)
+    return root, out, meta
+
+
+def test_make_labels_writes_every_pair_and_resumes(teacher_labels):
+    from ges_core.data.teacher_stereo import TeacherLabelConfig, make_labels
+    root, out, meta = teacher_labels
+    assert sorted(meta["pairs"]) == ["drive/0000", "drive/0001", "drive/0002", "drive/0003", "room/0000"]
+    assert all(r["labelled"] > 0.8 for r in meta["pairs"].values())
+    with np.load(out / "drive" / "0000.npz", allow_pickle=False) as z:
+        assert z["left"].shape == (240, 448, 3) and z["labelled"].dtype == bool
+        assert np.allclose(z["disparity"][z["labelled"]], 8.0)
+    teacher = _ConstantTeacher(8.0)
+    make_labels(teacher, str(root), str(out), TeacherLabelConfig(), teacher="constant", progress=False)
+    assert teacher.calls == []                      # everything was there: nothing relabelled
+    make_labels(teacher, str(root), str(out), TeacherLabelConfig(min_confidence=0.6), teacher="constant",
+                progress=False)
+    assert len(teacher.calls) == 5 * 4              # other settings: every pair again (4 teacher passes each)
+
+
+def test_teacher_source_in_a_mix(teacher_labels, photo_folder, tmp_path):
+    from ges_core.data.teacher_stereo import set_probabilities
+    from ges_core.train import TrainConfig, batch_max_error, build_train_dataset, heldout_dataset
+    _, out, _ = teacher_labels
+    assert np.allclose(set_probabilities([4, 1], "sqrt"), [2 / 3, 1 / 3])
+    assert np.allclose(set_probabilities([4, 1], "pairs"), [0.8, 0.2])
+    with pytest.raises(ValueError, match="set_weighting"):
+        set_probabilities([4, 1], "equal")
+    data = {"dataset": "mix", "height": 64, "width": 128, "max_disp": 32, "seed": 1,
+            "sources": [{"dataset": "photo", "weight": 1, "root": str(photo_folder)},
+                        {"dataset": "teacher", "weight": 1, "root": str(out)}]}
+    cfg = TrainConfig(data=data, augment={"crop": [64, 128], "occlusion_prob": 0}, out_dir=str(tmp_path))
+    ds = build_train_dataset(cfg)
+    samples = [ds[i] for i in range(24)]
+    taught = [s for s in samples if s["name"].startswith("teacher")]
+    assert 4 <= len(taught) <= 20
+    assert all(s["left"].shape == (64, 128, 3) and s["max_error"] == 10.0 for s in taught)
+    assert all(np.allclose(s["disparity"][s["valid"]], 8.0) and s["valid"].mean() > 0.5 for s in taught)
+    assert "max_error" not in next(s for s in samples if s["name"].startswith("photo"))
+    clamp = batch_max_error(samples[:6], torch.device("cpu"))
+    expected = [10.0 if s["name"].startswith("teacher") else float("inf") for s in samples[:6]]
+    assert clamp is None if all(np.isinf(expected)) else clamp.flatten().tolist() == expected
+    held = heldout_dataset(cfg)
+    assert all(held[i]["name"].startswith("photo") for i in range(6))
+    missing = {**data, "sources": [{"dataset": "teacher", "root": str(tmp_path / "none")}]}
+    with pytest.raises(FileNotFoundError, match="ges pseudo-label"):
+        build_train_dataset(TrainConfig(data=missing, out_dir=str(tmp_path)))[0]

@@ -250,3 +250,21 @@ def test_a_second_trainer_on_the_same_run_dir_is_refused(tmp_path):
     finally:
         held.close()
     assert Trainer(cfg, progress=False).train()["step"] == 2
+
+
+def test_loss_clamp_gives_no_gradient_past_max_error():
+    from ges_core.losses import stereo_loss
+    from ges_core.model.ges import GESOutput
+    pred = torch.zeros(2, 1, 4, 8, requires_grad=True)
+    target = torch.zeros(2, 1, 4, 8)
+    target[:, :, :, :4] = 3.0          # errors of 3 px ...
+    target[:, :, :, 4:] = 30.0         # ... and of 30 px (a teacher's gross error)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    out = GESOutput(pred, pred, torch.ones_like(pred), [], 1, torch.zeros(2, 1), False)
+    loss, _ = stereo_loss(out, target, valid, max_disp=64, max_error=torch.tensor([10.0, float("inf")]).view(2, 1, 1, 1))
+    loss.backward()
+    grad = pred.grad
+    assert (grad[0, :, :, 4:] == 0).all() and (grad[0, :, :, :4] != 0).all()   # clamped sample
+    assert (grad[1] != 0).all()                                                  # exact labels: every pixel
+    unclamped, _ = stereo_loss(out, target, valid, max_disp=64)
+    assert float(unclamped) > float(loss)
