@@ -45,8 +45,9 @@ setup(
     extras_require={
         "ros": ROS_WHEELS,
         "train": ["tensorboard", "matplotlib", "scikit-image"],   # scikit-image: the photo pairs' segments
-        # the CPU backend (backend auto/openvino): bf16 on AMX / AVX-512 BF16 CPUs
-        "openvino": ["openvino>=2025.0"],
+        # the CPU backend (backend auto/openvino): bf16 on AMX / AVX-512 BF16 CPUs; onnx: the network's parts
+        # reach OpenVINO through torch's ONNX exporter
+        "openvino": ["openvino>=2025.0", "onnx"],
         "test": ["pytest", "pytest-timeout", "hypothesis", "scikit-image", "onnx", "onnxruntime", "openvino>=2025.0",
                  "colcon-common-extensions", "matplotlib"],
         "dev": ["ruff", "flake8"],

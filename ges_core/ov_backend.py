@@ -7,9 +7,12 @@ CPUs with AMX or AVX-512 BF16 and fp32 elsewhere.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -27,12 +30,46 @@ DEFAULT_BACKEND = "auto"     # the node's, `ges predict`'s and the benchmarks' d
 SIZES_KEPT = 4          # compiled input sizes kept (a camera has one; tests and benchmarks use a few)
 
 
-def openvino_available() -> bool:
+def cache_root() -> Optional[Path]:
+    """Where converted graphs and OpenVINO's compiled blobs are kept across processes: $GES_CACHE_DIR, else
+    $XDG_CACHE_HOME/ges_ros or ~/.cache/ges_ros; GES_CACHE_DIR=off (or an unwritable folder) keeps none."""
+    env = os.environ.get("GES_CACHE_DIR")
+    if env is not None and env.strip().lower() in ("", "off", "0", "none"):
+        return None
+    root = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ges_ros"
     try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        (root / "openvino").mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return root / "openvino"
+
+
+def _code_digest() -> str:
+    """The graphs' source (model and this backend): a change to either makes new cache entries."""
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for f in sorted([*(here / "model").glob("*.py"), Path(__file__)]):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def weights_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def openvino_missing() -> list:
+    """What the openvino backend needs and this environment lacks: OpenVINO itself, and onnx (the network's parts
+    reach OpenVINO through torch's ONNX exporter, which needs it). Empty when the backend can run."""
+    import importlib.util
+    return [name for name in ("openvino", "onnx") if importlib.util.find_spec(name) is None]
+
+
+def openvino_available() -> bool:
+    return not openvino_missing()
 
 
 def resolve_backend(backend: str, device: str) -> str:
@@ -53,8 +90,10 @@ def check_backend(backend: str, precision: str, device: str) -> None:
     if backend == "openvino":
         if str(device) != "cpu":
             raise ValueError(f"the openvino backend runs on the CPU, not device {device!r}")
-        if not openvino_available():
-            raise ValueError("backend openvino needs OpenVINO: pip install openvino")
+        missing = openvino_missing()
+        if missing:
+            raise ValueError(f"backend openvino needs {' and '.join(missing)}, not installed: pip install "
+                             f"'ges_ros[openvino]' (or pip install {' '.join(missing)}), or backend:=torch")
 
 
 # ------------------------------------------------------------------ the three graphs, as traceable modules
@@ -124,21 +163,43 @@ class _DecodeGraph(nn.Module):
 
 
 class _Compiled:
-    """The three graphs of one input size, compiled, with one infer request each."""
+    """The three graphs of one input size, compiled, with one infer request each. With a cache folder the converted
+    graphs are kept as OpenVINO IR (keyed by the weights, the size, the graphs' code and OpenVINO's version) and
+    OpenVINO keeps its compiled blobs beside them, so a restarted process skips the export and the compile;
+    `from_cache` says whether this one did."""
 
-    def __init__(self, core, model: GES, height: int, width: int, config: dict) -> None:
+    def __init__(self, core, model: GES, height: int, width: int, config: dict,
+                 cache: Optional[Path] = None, key: str = "") -> None:
+        import openvino as ov
         left = torch.zeros(1, 3, height, width)
         with torch.no_grad():
             enc = model.encode(left, left)
             z = model.initial_state(enc)
         self.layout = _Layout(enc)
         flat = _flat_encoding(enc)
-        graphs = [(_EncodeGraph(model), (left, left)),
-                  (_StepGraph(model, self.layout, enc), (z, *flat[:self.layout.step_inputs])),
-                  (_DecodeGraph(model, self.layout, enc), (z, enc.prob))]
+        graphs = [("encode", _EncodeGraph(model), (left, left)),
+                  ("step", _StepGraph(model, self.layout, enc), (z, *flat[:self.layout.step_inputs])),
+                  ("decode", _DecodeGraph(model, self.layout, enc), (z, enc.prob))]
+        folder = cache / f"{key}_{height}x{width}" if cache is not None else None
+        self.from_cache = folder is not None and all((folder / f"{n}.xml").is_file() for n, _, _ in graphs)
+        if cache is not None:
+            config = {**config, "CACHE_DIR": str(cache / "blobs")}
         self.requests = []
-        for module, example in graphs:
-            compiled = core.compile_model(_to_openvino(core, module, example), "CPU", config)
+        for name, module, example in graphs:
+            if self.from_cache:
+                ov_model = core.read_model(str(folder / f"{name}.xml"))
+            else:
+                ov_model = _to_openvino(core, module, example)
+                if folder is not None:
+                    try:
+                        folder.mkdir(parents=True, exist_ok=True)
+                        tmp = folder / f"{name}.tmp.xml"
+                        ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
+                        os.replace(tmp.with_suffix(".bin"), folder / f"{name}.bin")
+                        os.replace(tmp, folder / f"{name}.xml")
+                    except OSError:
+                        pass            # a cache that cannot be written is no cache; the network still runs
+            compiled = core.compile_model(ov_model, "CPU", config)
             self.requests.append(compiled.create_infer_request())
         ov_type = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.precision = {v: k for k, v in _OV_TYPES.items()}.get(ov_type, ov_type)      # "fp32", "bf16"
@@ -176,6 +237,10 @@ class OpenVinoNetwork:
             self.config["INFERENCE_PRECISION_HINT"] = _OV_TYPES[precision]
         self._compiled: "OrderedDict[Tuple[int, int], _Compiled]" = OrderedDict()
         self._current: Optional[_Compiled] = None
+        self.cache = cache_root()
+        self._key = (f"{weights_digest(self.model)}_{_code_digest()}_{precision}_ov{ov.__version__.split('-')[0]}"
+                     if self.cache is not None else "")
+        self.last_from_cache = False       # whether the last size prepared came from the cache
 
     def prepare(self, height: int, width: int) -> bool:
         """Compile the graphs of an (height, width) input now, unless they are; -> whether it compiled."""
@@ -187,7 +252,8 @@ class OpenVinoNetwork:
     def compiled(self, height: int, width: int) -> _Compiled:
         key = (height, width)
         if key not in self._compiled:
-            self._compiled[key] = _Compiled(self.core, self.model, height, width, self.config)
+            self._compiled[key] = _Compiled(self.core, self.model, height, width, self.config, self.cache, self._key)
+            self.last_from_cache = self._compiled[key].from_cache
             while len(self._compiled) > SIZES_KEPT:
                 self._compiled.popitem(last=False)
         self._compiled.move_to_end(key)
@@ -239,4 +305,5 @@ def make_network(model: GES, backend: str, precision: str, device: str):
 
 
 __all__ = ["BACKENDS", "PRECISIONS", "OpenVinoNetwork", "check_backend", "make_network", "openvino_available",
+           "openvino_missing",
            "resolve_backend", "BACKEND_CHOICES", "DEFAULT_BACKEND"]

@@ -26,8 +26,10 @@ def qos(reliable: bool, depth: int = 10) -> QoSProfile:
 
 
 def play(node: Node, bag: str, *, rate: float = 1.0, reliable: bool = True, topics: Optional[Iterable[str]] = None,
-         wait_for_subscribers: float = 0.0, loop: bool = False, stop: Optional[threading.Event] = None) -> int:
-    """Publish the bag's messages (serialized, as recorded) with their log-time spacing / rate.
+         wait_for_subscribers: float = 0.0, loop: bool = False, stop: Optional[threading.Event] = None,
+         ack_timeout: float = 5.0) -> int:
+    """Publish the bag's messages (serialized, as recorded) with their log-time spacing / rate; reliable, it waits
+    (up to ack_timeout s) for every subscriber to acknowledge the last ones before returning.
     Returns the number of messages published."""
     reader = BagReader(bag)
     try:
@@ -40,6 +42,10 @@ def play(node: Node, bag: str, *, rate: float = 1.0, reliable: bool = True, topi
             end = time.monotonic() + wait_for_subscribers
             while time.monotonic() < end and not all(p.get_subscription_count() for p in pubs.values()):
                 time.sleep(0.05)
+            if any(p.get_subscription_count() for p in pubs.values()):
+                # the writer sees the match before the reader's side is ready: a first message sent at once was
+                # lost by a reliable subscriber in another process
+                time.sleep(1.0)
         sent = 0
         while True:
             wall0, bag0 = time.monotonic(), None
@@ -54,9 +60,27 @@ def play(node: Node, bag: str, *, rate: float = 1.0, reliable: bool = True, topi
                 pubs[topic].publish(bytes(raw))
                 sent += 1
             if not loop:
+                if reliable:
+                    unacked = wait_acked(pubs, ack_timeout)
+                    if unacked:
+                        node.get_logger().warning(f"not every reliable subscriber acknowledged the last messages "
+                                                  f"within {ack_timeout:g} s on {', '.join(unacked)}")
                 return sent
     finally:
         reader.close()
+
+
+def wait_acked(pubs: Dict[str, object], timeout_s: float):
+    """Wait until every reliable subscriber has acknowledged what each publisher sent (shutting down right after
+    the last publish lost the last frame for them); -> the topics still unacknowledged after timeout_s in all."""
+    from rclpy.duration import Duration
+    end = time.monotonic() + timeout_s
+    unacked = []
+    for topic, pub in pubs.items():
+        left = max(0.0, end - time.monotonic())
+        if not pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
+            unacked.append(topic)
+    return unacked
 
 
 class Recorder:
@@ -93,7 +117,7 @@ def main_play(bag: str, *, rate: float = 1.0, reliable: bool = True, loop: bool 
     rclpy.init()
     node = rclpy.create_node("ges_play")
     try:
-        n = play(node, bag, rate=rate, reliable=reliable, loop=loop, wait_for_subscribers=2.0)
+        n = play(node, bag, rate=rate, reliable=reliable, loop=loop, wait_for_subscribers=5.0)
         print(f"published {n} messages from {bag}")
     except KeyboardInterrupt:
         pass

@@ -43,7 +43,7 @@ class StereoSynchronizer:
         self.received = [0] * n_inputs
         self.matched = 0
         self.clock_resets = 0
-        self._newest: Optional[float] = None
+        self._newest: List[Optional[float]] = [None] * n_inputs    # per input: its newest stamp
         self._lock = threading.Lock()
 
     def clear(self) -> None:
@@ -51,19 +51,23 @@ class StereoSynchronizer:
             for i, q in enumerate(self.queues):
                 self.dropped[i] += len(q)
                 q.clear()
-            self._newest = None
+            self._newest = [None] * self.n
 
     def add(self, index: int, msg) -> None:
         stamp = _stamp(msg)
         with self._lock:
             self.received[index] += 1
-            if self._newest is not None and stamp < self._newest - CLOCK_RESET_S:
+            newest = self._newest[index]
+            # a stream going back in time is a clock reset (a looping bag, a restarted sim); judged per input,
+            # since one input's message can arrive late behind the others' next ones (a large image repaired by
+            # reliable DDS after its small camera_info and the next frame's right image were delivered)
+            if newest is not None and stamp < newest - CLOCK_RESET_S:
                 self.clock_resets += 1
                 for i, q in enumerate(self.queues):
                     self.dropped[i] += len(q)
                     q.clear()
-                self._newest = None
-            self._newest = stamp if self._newest is None else max(self._newest, stamp)
+                self._newest = [None] * self.n
+            self._newest[index] = stamp if self._newest[index] is None else max(self._newest[index], stamp)
             queue = self.queues[index]
             if stamp in queue:
                 self.dropped[index] += 1      # a duplicate stamp replaces the queued message
@@ -123,6 +127,7 @@ class StereoInputs:
         self.info_received = [0, 0]
         self.waiting_for_info = 0          # image pairs dropped because camera_info had not arrived for both sides
         self._held = None                  # a pair waiting for its camera_info
+        self._info_by_stamp: List[Dict[float, Any]] = [{}, {}]   # per side: recent camera_info by stamp
         self._fresh = [False, False]       # a camera_info arrived since the last pair went out
         self._per_frame = False            # the last pair went out with fresh camera_info on both sides
         self._stamps = [deque(maxlen=history), deque(maxlen=history)]   # recent image stamps per side
@@ -164,10 +169,17 @@ class StereoInputs:
             self.images.add(index, msg)
             return
         with self._lock:
-            self.info[index - 2] = msg
-            self.info_received[index - 2] += 1
-            self._fresh[index - 2] = True
-            held = self._take_held() if all(self._fresh) else None
+            side = index - 2
+            self.info[side] = msg
+            self.info_received[side] += 1
+            self._fresh[side] = True
+            by_stamp = self._info_by_stamp[side]
+            by_stamp[_stamp(msg)] = msg
+            while len(by_stamp) > 32:
+                del by_stamp[min(by_stamp)]
+            held = None
+            if self._held is not None and (self._exact_infos(self._held[0]) is not None or all(self._fresh)):
+                held = self._take_held()
         if held is not None:
             self.callback(*held)
 
@@ -185,10 +197,20 @@ class StereoInputs:
         (left, right), self._held = self._held, None
         return self._sent(left, right)
 
+    def _exact_infos(self, image):
+        """Both sides' camera_info stamped as `image`, when both arrived; None otherwise."""
+        t = _stamp(image)
+        infos = [d.get(t) for d in self._info_by_stamp]
+        return None if None in infos else infos
+
     def _sent(self, left, right):
-        self._per_frame = all(self._fresh)
+        exact = self._exact_infos(left)
+        # a pair takes its own frame's camera_info when both came (one arriving late behind the next frame's
+        # camera_info, a large image repaired by reliable DDS, must not take the next frame's and leave that
+        # frame's pair waiting for one that already came); else the freshest cached ones
+        self._per_frame = exact is not None or all(self._fresh)
         self._fresh = [False, False]
-        return (left, right, *self.info)
+        return (left, right, *(exact if exact is not None else self.info))
 
     def _on_images(self, left, right) -> None:
         if not self.use_info:
@@ -202,7 +224,7 @@ class StereoInputs:
                     self._held = None
                 else:                              # its camera_info never came: send it with the cached one
                     out.append(self._take_held())
-            if None in self.info or (self._per_frame and not all(self._fresh)):
+            if self._exact_infos(left) is None and (None in self.info or (self._per_frame and not all(self._fresh))):
                 self._held = (left, right)
             else:
                 out.append(self._sent(left, right))

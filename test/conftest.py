@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+# the OpenVINO backend's on-disk cache: one of this run's own, never the user's ~/.cache/ges_ros
+import tempfile  # noqa: E402
+os.environ.setdefault("GES_CACHE_DIR", tempfile.mkdtemp(prefix="ges_test_cache_"))
 # tests run tiny models; one thread each keeps the test process and node subprocesses from
 # oversubscribing the cores (OpenMP spin-waits make that 10x slower)
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -91,3 +91,30 @@ def test_an_encoding_from_another_size_is_refused(pair, predictors):
         enc = torch_pred.model.encode(left, left)
         with pytest.raises(ValueError, match="not made by this backend's last encode"):
             net.step(torch_pred.model.initial_state(enc), enc)
+
+
+def test_a_second_start_loads_the_compiled_network_from_the_cache(tmp_path, pair, monkeypatch):
+    """A restarted process (a new predictor) finds the size converted and compiled: no export, the same output."""
+    monkeypatch.setenv("GES_CACHE_DIR", str(tmp_path / "cache"))
+    first = load_predictor("default", backend="openvino", precision="fp32")
+    a = first.predict(*pair)
+    assert "compile" in a.timings_ms and not first.compile_from_cache
+    assert len(list((tmp_path / "cache" / "openvino").glob("*_96x160/encode.xml"))) == 1
+    import ges_core.ov_backend as ovb
+    exported = []
+    real = ovb._to_openvino
+    monkeypatch.setattr(ovb, "_to_openvino", lambda *a, **k: exported.append(1) or real(*a, **k))
+    second = load_predictor("default", backend="openvino", precision="fp32")
+    b = second.predict(*pair)
+    assert second.compile_from_cache and exported == []
+    np.testing.assert_array_equal(a.disparity, b.disparity)
+    # other weights are other entries: never a stale graph
+    other = load_predictor("default", backend="openvino", precision="fp32")
+    with torch.no_grad():
+        next(other.model.parameters()).add_(0.01)
+    other.net = OpenVinoNetwork(other.model, precision="fp32")
+    other.predict(*pair)
+    assert not other.compile_from_cache and len(exported) == 3
+    # no cache at all when asked
+    monkeypatch.setenv("GES_CACHE_DIR", "off")
+    assert OpenVinoNetwork(first.model, precision="fp32").cache is None

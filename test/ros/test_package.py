@@ -35,7 +35,8 @@ def test_colcon_build_install_tree(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     inst = tmp_path / "install" / "ges_ros"
-    for rel in ("lib/ges_ros/stereo_node", "share/ges_ros/launch/stereo.launch.py", "share/ges_ros/config/stereo.yaml",
+    for rel in ("lib/ges_ros/stereo_node", "lib/ges_ros/ges", "share/ges_ros/launch/stereo.launch.py",
+                "share/ges_ros/config/stereo.yaml",
                 "share/ges_ros/package.xml", "share/ament_index/resource_index/packages/ges_ros"):
         assert (inst / rel).exists(), f"{rel} missing from the colcon install tree"
 
@@ -59,6 +60,22 @@ def test_package_xml():
                 imported.add(node.module.split(".")[0])
     assert {d for d in deps if not d.startswith("python3-")} == imported & ros
     assert "python3-pytest" in {e.text for e in root.findall("test_depend")}
+
+
+def test_runtime_dependencies_are_named_where_a_user_installs_from():
+    """What the node and the CPU backend import at run time is installed by setup.py's requirements and the
+    `openvino` extra (onnx included: the backend exports through it), and the pip-only ones a rosdep user needs are
+    named in package.xml and the README."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    setup_call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    kw = {k.arg: k.value for k in setup_call.keywords}
+    requires = {ast.literal_eval(e).split(">")[0].split("=")[0] for e in kw["install_requires"].elts}
+    assert {"safetensors", "rosbags", "numba", "numpy", "opencv-python-headless"} <= requires
+    extras = {ast.literal_eval(k): [ast.literal_eval(e).split(">")[0] for e in v.elts]
+              for k, v in zip(kw["extras_require"].keys, kw["extras_require"].values) if isinstance(v, ast.List)}
+    assert {"openvino", "onnx"} <= set(extras["openvino"])
+    pip_only = "pip install safetensors rosbags openvino onnx"
+    assert pip_only in (ROOT / "package.xml").read_text() and pip_only in (ROOT / "README.md").read_text()
 
 
 def test_config_lists_every_parameter_with_its_default():
