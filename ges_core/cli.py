@@ -102,7 +102,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             n = write_ply(str(out / "points.ply"), xyz, left)
         scale = f", network at scale {r.scale:.3g}" if r.scale != 1.0 else ""
         print(f"{left_p.name}: {r.iters} iterations, residual {r.residual:.2e}, {r.timings_ms['total']:.0f} ms"
-              f"{scale}{f', {n} points' if n is not None else ''} -> {out}")
+              f"{scale}, runtime {getattr(predictor, 'runtime', 'onnxruntime')}"
+              f"{f', {n} points' if n is not None else ''} -> {out}")
     return 0
 
 
@@ -179,6 +180,35 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_operating_point(args: argparse.Namespace) -> int:
+    """Record how to run the weights in their metadata: preferred_pixels (input_scale auto) and the confidence
+    calibration, fitted on generated training pairs (never validation)."""
+    from .confidence import CALIBRATION_SEED, calibration_samples, fit_calibration
+    from .predictor import load_predictor, operating_point_of
+    from .train import TrainConfig, heldout_dataset
+    from .weights import load_weights, resolve_weights, with_metadata
+    _, _, meta = load_weights(args.weights)
+    op = operating_point_of(meta, resolve_weights(args.weights))
+    if args.preferred_pixels:
+        op["preferred_pixels"] = int(args.preferred_pixels)
+    if args.calibration_pairs:
+        predictor = load_predictor(args.weights, backend=args.backend, precision=args.precision)
+        cfg = TrainConfig.load(args.config)
+        data = heldout_dataset(cfg, seed=CALIBRATION_SEED)
+        from tqdm import tqdm
+        samples = (data[i] for i in tqdm(range(args.calibration_pairs), desc="calibration pairs",
+                                         disable=args.no_progress))
+        raw, correct = calibration_samples(predictor, samples, iters=args.iters or predictor.config.iters)
+        op["confidence_calibration"] = {**fit_calibration(raw, correct), "data": f"{args.config} generated pairs "
+                                        f"(seed {CALIBRATION_SEED}, exact labels), {args.calibration_pairs} pairs"}
+    with_metadata(args.weights, args.output, {"operating_point": json.dumps(op)})
+    print(f"wrote {args.output}: operating_point " + json.dumps({k: v for k, v in op.items()
+                                                                  if k != "confidence_calibration"})
+          + (f", confidence calibrated on {op['confidence_calibration']['pixels']} pixels"
+             if "confidence_calibration" in op else ""))
+    return 0
+
+
 def _cmd_export_weights(args: argparse.Namespace) -> int:
     from .config import GESConfig
     from .model.ges import build_model
@@ -251,6 +281,14 @@ def _cmd_train_solver(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ parser
+def _input_scale(text: str):
+    from .pipeline import parse_input_scale
+    try:
+        return parse_input_scale(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from .deq.solvers import solver_names
     from .ov_backend import BACKEND_CHOICES, DEFAULT_BACKEND, PRECISIONS
@@ -262,7 +300,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="the openvino backend's (auto: bf16 where the CPU has AMX or AVX-512 BF16, else fp32)")
     p.add_argument("--iters", type=int, default=None, help="solver iterations (default: the weights' config)")
     p.add_argument("--solver", default=None, choices=solver_names(), help="default: the weights' own")
-    p.add_argument("--scale", type=float, default=1.0, help="run the network on the pair resized by this factor")
+    p.add_argument("--scale", default="auto", type=_input_scale, help="the scale the network runs at: auto (the node's default: the "
+                   "weights' preferred resolution and the disparity range) or a factor")
 
 
 def build_parser(*, bench_modes=None, extend=None) -> argparse.ArgumentParser:
@@ -315,6 +354,19 @@ def build_parser(*, bench_modes=None, extend=None) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_pseudo_label)
+
+    p = sub.add_parser("operating-point", help="record preferred_pixels and the confidence calibration in weights")
+    p.add_argument("--weights", default="default")
+    p.add_argument("-o", "--output", required=True, help="weights file to write (tensors unchanged)")
+    p.add_argument("--preferred-pixels", type=int, default=0, help="input_scale auto's network pixel count")
+    p.add_argument("--calibration-pairs", type=int, default=0, help="fit the confidence map on this many pairs")
+    p.add_argument("--config", default="config/train/teacher_s9.yaml", help="training config whose generated "
+                   "(exactly labelled) sources the calibration pairs come from")
+    p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_operating_point)
 
     p = sub.add_parser("train-report", help="summarise and plot a run's metrics.jsonl (several dirs: its stages)")
     p.add_argument("run", nargs="+", help="run directory, e.g. runs/procedural_cpu; several: the stages in order")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 
@@ -13,11 +13,14 @@ KEYS = ("epe", "bad1", "bad2", "bad3", "d1", "argo_bad3", "argo_bad5", "argo_bad
 
 
 def evaluate(dataset, predictor, *, iters: Optional[int] = None, baseline: Optional[str] = None,
-             progress: bool = True, scale: float = 1.0) -> List[Dict[str, object]]:
+             progress: bool = True, scale: Union[str, float] = "auto") -> List[Dict[str, object]]:
     """One row per scene: GES metrics (all pixels and, where the dataset has a mask, non-occluded),
-    runtime, and the same for the baseline when asked. SGBM searches up to the scene's largest true
+    runtime, and the same for the baseline when asked. GES runs through the pipeline the node runs (scale: its
+    input_scale, "auto" by default), one scene at a time. SGBM searches up to the scene's largest true
     disparity (an oracle range, its best case) and fills its holes."""
     from tqdm import tqdm
+    from .pipeline import PipelineParams, StereoPipeline
+    params = PipelineParams(iters=iters or predictor.config.iters, input_scale=scale)
     rows: List[Dict[str, object]] = []
     for i in tqdm(range(len(dataset)), disable=not progress, desc="eval", unit="pair"):
         try:
@@ -30,10 +33,11 @@ def evaluate(dataset, predictor, *, iters: Optional[int] = None, baseline: Optio
         row: Dict[str, object] = {"scene": s.get("name", str(i)), "size": f"{gt.shape[1]}x{gt.shape[0]}",
                                   "max_gt": float(gt[valid].max()) if valid.any() else 0.0}
         t = time.perf_counter()
-        r = predictor.predict(s["left"], s["right"], iters=iters, scale=scale)
+        r = StereoPipeline(predictor, params).run(s["left"], s["right"])
         # a backend's one-off compile of a new size (openvino) is not the pair's inference time
         row["ges_ms"] = (time.perf_counter() - t) * 1e3 - r.timings_ms.get("compile", 0.0)
         row["iters"] = r.iters
+        row["scale"] = r.scale
         pred = np.where(r.valid, r.disparity, 0)
         row.update(disparity_metrics(pred, gt, valid, prefix="ges_"))
         if "nonocc" in s:

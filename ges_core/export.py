@@ -11,6 +11,7 @@ from torch import nn
 
 from .deq.solvers import anderson_unrolled
 from .model.ges import GES
+from .prediction import Prediction, as_rgb, to_input_size
 
 
 EXPORT_SOLVERS = ("anderson", "fixed_point")
@@ -119,9 +120,8 @@ class OnnxPredictor:
 
     def predict(self, left: np.ndarray, right: np.ndarray, iters=None, budget_ms=None, init=None, scale: float = 1.0):
         import cv2
-        from .predictor import Prediction, _as_rgb, to_input_size
         t0 = time.perf_counter()
-        l, r = _as_rgb(left, "left"), _as_rgb(right, "right")
+        l, r = as_rgb(left, "left"), as_rgb(right, "right")
         if l.shape != r.shape:
             raise ValueError(f"left and right sizes differ: {l.shape[1]}x{l.shape[0]} vs {r.shape[1]}x{r.shape[0]}")
         height, width = l.shape[:2]

@@ -5,11 +5,11 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Dict, Optional, Union
 
 import cv2
 import numpy as np
@@ -17,57 +17,20 @@ import torch
 
 from .config import GESConfig
 from .model.ges import GES, build_model
+from .prediction import Prediction, as_rgb, to_input_size
 from .weights import load_weights, model_state, resolve_weights
 
-
-@dataclass
-class Prediction:
-    disparity: np.ndarray            # (H, W) float32 px at the input size, left view
-    valid: np.ndarray                # (H, W) bool: finite, > 0 and inside the search range at the scale run
-    confidence: np.ndarray           # (H, W) float32 in [0, 1]
-    iters: int                       # solver iterations run
-    residual: float                  # final relative residual |f(z)-z| / |f(z)|
-    residuals: List[float] = field(default_factory=list)
-    timings_ms: Dict[str, float] = field(default_factory=dict)
-    state: Optional[torch.Tensor] = None   # fixed point, pass as `init` for the next frame
-    fallback: bool = False           # the solver diverged: the volumetric disparity was used
-
-
-def _as_rgb(img: np.ndarray, name: str) -> np.ndarray:
-    arr = np.asarray(img)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"{name} image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
-    arr = arr[..., :3]
-    return arr if arr.flags.writeable else arr.copy()   # torch wants writable memory (message buffers are not)
-
-
-# the cost volume's top bin (4 px at 1/4 resolution): an estimate there is saturated, not measured
-TOP_BIN_PX = 4.0
-
-
-def to_input_size(disp: np.ndarray, conf: np.ndarray, width: int, height: int, max_disp: float):
-    """Network-resolution disparity and confidence -> (disparity, valid, confidence) at the input size. Validity is
-    decided where the network ran: inside its range and below the top bin (in network pixels), then carried to the
-    input size; a shift of d px at the network is d * width / network width px at the input."""
-    valid = np.isfinite(disp) & (disp > 0) & (disp < max_disp - TOP_BIN_PX)
-    if disp.shape != (height, width):
-        factor = width / disp.shape[1]
-        disp = cv2.resize(disp, (width, height), interpolation=cv2.INTER_LINEAR) * factor
-        conf = cv2.resize(conf, (width, height), interpolation=cv2.INTER_LINEAR)
-        valid = cv2.resize(valid.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
-        valid &= np.isfinite(disp)
-    disp = np.where(np.isfinite(disp), disp, 0).astype(np.float32)
-    return disp, valid, np.clip(np.nan_to_num(conf), 0, 1).astype(np.float32)
+__all__ = ["Prediction", "Predictor", "check_device", "load_predictor", "operating_point_of", "to_input_size"]
 
 
 class Predictor:
     def __init__(self, model: GES, *, device: Union[str, torch.device] = "cpu", solver: Optional[str] = None,
-                 backend: str = "auto", precision: str = "auto") -> None:
+                 backend: str = "auto", precision: str = "auto", operating_point: Optional[dict] = None) -> None:
         """backend: "torch", "openvino" (CPU; the network's parts compiled per input size, the solver loop
         unchanged) or "auto" (openvino on a CPU where it is installed); precision: the openvino backend's, "auto"
-        (bf16 where the CPU has AMX or AVX-512 BF16), "fp32" or "bf16"."""
+        (bf16 where the CPU has AMX or AVX-512 BF16), "fp32" or "bf16". operating_point: what the weights record
+        of how to run them (`preferred_pixels` for input_scale auto; `confidence_calibration`, a monotone map
+        {"x": raw, "y": calibrated} applied to every confidence)."""
         from .ov_backend import make_network, resolve_backend
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -75,6 +38,11 @@ class Predictor:
         self.solver = solver or model.config.solver
         self.backend = resolve_backend(backend, str(self.device))
         self.net = make_network(self.model, self.backend, precision, str(self.device))
+        self.fallback_reason: Optional[str] = None   # set when the chosen backend failed and torch took over
+        self.compile_from_cache = False     # whether the last size compiled came from the on-disk cache
+        self.operating_point = dict(operating_point or {})
+        calib = self.operating_point.get("confidence_calibration")
+        self._conf_map = (np.asarray(calib["x"], np.float32), np.asarray(calib["y"], np.float32)) if calib else None
         self._iter_ms: Optional[float] = None     # online estimate of one solver iteration
         self._decode_ms: float = 0.0
 
@@ -103,7 +71,7 @@ class Predictor:
         scale: run the network on a resized pair and bring the disparity back to the input size."""
         t_start = time.perf_counter()
         timings: Dict[str, float] = {}
-        left_a, right_a = _as_rgb(left, "left"), _as_rgb(right, "right")
+        left_a, right_a = as_rgb(left, "left"), as_rgb(right, "right")
         if left_a.shape != right_a.shape:
             raise ValueError(f"left and right sizes differ: left {left_a.shape[1]}x{left_a.shape[0]}, "
                              f"right {right_a.shape[1]}x{right_a.shape[0]} (WxH)")
@@ -122,11 +90,21 @@ class Predictor:
         t = time.perf_counter()
         timings["preprocess"] = (t - t_start) * 1e3
         prepare = getattr(self.net, "prepare", None)
-        if prepare is not None and prepare(*left_a.shape[:2]):
-            # the openvino backend compiled this size (its first pair): counted in the total, not in encode
-            t_prep = time.perf_counter()
-            timings["compile"] = (t_prep - t) * 1e3
-            t = t_prep
+        if prepare is not None:
+            try:
+                compiled = prepare(*left_a.shape[:2])
+            except Exception as exc:
+                # a backend that cannot run here must not cost every pair: say it once, go on with torch
+                self.fallback_reason = (f"the {self.backend} backend failed to compile the network "
+                                        f"({type(exc).__name__}: {exc}); running on torch instead")
+                warnings.warn(self.fallback_reason)
+                self.backend, self.net, compiled = "torch", self.model, False
+            if compiled:
+                # the openvino backend compiled this size (its first pair): counted in the total, not in encode
+                t_prep = time.perf_counter()
+                timings["compile"] = (t_prep - t) * 1e3
+                self.compile_from_cache = bool(getattr(self.net, "last_from_cache", False))
+                t = t_prep
 
         enc = self.net.encode(*tensors)
         self._sync()
@@ -166,10 +144,32 @@ class Predictor:
 
         disp, valid, conf = to_input_size(disparity[0, 0].float().cpu().numpy(),
                                           confidence[0, 0].float().cpu().numpy(), width, height, self.config.max_disp)
+        if self._conf_map is not None:
+            conf = np.interp(conf, *self._conf_map).astype(np.float32)
         timings["postprocess"] = (time.perf_counter() - t_dec) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return Prediction(disp, valid, conf, info.iters, info.residuals[-1] if info.residuals else float("nan"),
                           list(info.residuals), timings, None if fallback else z.detach(), fallback)
+
+
+def check_device(device: str) -> str:
+    """"auto" -> cuda or cpu; "cpu", "cuda", "cuda:N" as they are when this torch can use them; anything else a
+    ValueError that says what would work."""
+    name = str(device)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: this torch has no usable CUDA (torch {torch.__version__}, "
+                             f"cuda.is_available() is False); use device 'cpu' or 'auto'")
+        index = int(name[5:]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here; use 'cuda:0', "
+                             f"'cpu' or 'auto'")
+        return name
+    raise ValueError(f"device {name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 def load_predictor(weights: Union[str, os.PathLike] = "default", *, device: str = "cpu",
@@ -178,8 +178,7 @@ def load_predictor(weights: Union[str, os.PathLike] = "default", *, device: str 
     """weights: "default" (shipped), a .safetensors file, or an exported .onnx model.
     device: "cpu", "cuda", "cuda:N" or "auto". solver: fixed_point | anderson | hyper_anderson.
     backend: torch | openvino | auto (openvino on a CPU where it is installed); precision: see Predictor."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = check_device(device)
     if str(weights).lower().endswith(".onnx"):
         from .export import OnnxPredictor
         return OnnxPredictor(str(resolve_weights(weights)))
@@ -203,4 +202,19 @@ def load_predictor(weights: Union[str, os.PathLike] = "default", *, device: str 
     solver, warning = choose_solver(solver, available)
     if warning:
         warnings.warn(f"{resolve_weights(weights)}: {warning}")
-    return Predictor(model, device=device, solver=solver, backend=backend, precision=precision)
+    return Predictor(model, device=device, solver=solver, backend=backend, precision=precision,
+                     operating_point=operating_point_of(meta, resolve_weights(weights)))
+
+
+def operating_point_of(meta: dict, path) -> dict:
+    """The weights' recorded operating point (safetensors metadata "operating_point", JSON), {} when none."""
+    raw = meta.get("operating_point")
+    if not raw:
+        return {}
+    try:
+        op = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: bad operating_point in metadata ({exc})") from None
+    if not isinstance(op, dict):
+        raise ValueError(f"{path}: operating_point in metadata must be a mapping, got {type(op).__name__}")
+    return op

@@ -126,16 +126,17 @@ def build_train_dataset(cfg: TrainConfig):
     return build_dataset(name, root, augment_cfg=aug, seed=cfg.seed, **data)
 
 
-def heldout_dataset(cfg: TrainConfig):
-    """Generated pairs never drawn in training (another seed), at the training size, without augmentation; for a
-    run on a dataset from files, procedural pairs of the default size."""
+def heldout_dataset(cfg: TrainConfig, seed: Optional[int] = None):
+    """Generated pairs never drawn in training (another seed: by default 10,000,000 + the run's), at the training
+    size, without augmentation, exact labels only; for a run on a dataset from files, procedural pairs of the
+    default size."""
     data = {"dataset": "procedural", **cfg.data}
     if data["dataset"] == "mix":   # scored on exact labels only: a proxy source's are a matcher's guess
         sources = [s for s in data.get("sources") or [] if s.get("dataset") not in _UNLABELED]
         data = {**data, "sources": sources} if sources else {"dataset": "procedural"}
     elif data["dataset"] not in _GENERATORS or data["dataset"] in _UNLABELED:
         data = {"dataset": "procedural"}
-    return _generated(data, seed=10_000_000 + cfg.seed, aug=None)
+    return _generated(data, seed=10_000_000 + cfg.seed if seed is None else seed, aug=None)
 
 
 def to_batch(samples: List[Dict[str, Any]], device: torch.device):

@@ -75,3 +75,20 @@ def load_weights(path: Union[str, os.PathLike]) -> Tuple[GESConfig, Dict[str, to
 
 def model_state(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def with_metadata(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], updates: Dict[str, str]) -> None:
+    """Copy a weights file with metadata entries added or replaced; every tensor byte for byte as it was."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    src = resolve_weights(src)
+    load_weights(src)                      # the same checks as any load: safetensors, with a GES config
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta.update(updates)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, dst)

@@ -23,6 +23,7 @@ class Param:
     read_only: bool = False
     choices: Tuple[str, ...] = ()
     scope: str = "node"
+    dynamic_typing: bool = False      # takes more than one type (input_scale: "auto" or a number)
 
 
 PARAMS = (
@@ -45,8 +46,15 @@ PARAMS = (
     Param("budget_ms", 0.0, "latency budget for the network in ms; iterations stop before overrunning it (0 = fixed iters)",
           (0.0, 60000.0), scope="pipeline"),
     Param("warm_start", False, "start the solver from the previous frame's fixed point (video streams)", scope="pipeline"),
-    Param("input_scale", 1.0, "run the network on the pair resized by this factor; outputs stay at input resolution",
-          (0.05, 4.0), scope="pipeline"),
+    Param("input_scale", "auto", "the scale the network runs at (outputs stay at input resolution): auto (chosen "
+          "from the weights' preferred resolution and the disparity range: min_depth with a calibration, else a "
+          "coarse probe) or a factor in 0.05..4", scope="pipeline", dynamic_typing=True),
+    Param("preferred_pixels", 0, "input_scale auto: the network pixel count to aim at; 0 = the weights' record",
+          (0, 1 << 30), scope="pipeline"),
+    Param("probe_every", 15, "input_scale auto: one pair in this many gets the range probe while the scene is far "
+          "from the range (near it, every pair)", (1, 10000), scope="pipeline"),
+    Param("min_confidence", 0.0, "pixels whose (calibrated) confidence is below this are invalid in the disparity "
+          "and the cloud; 0 = keep all", (0.0, 1.0), scope="pipeline"),
     Param("retry_input_scale", 0.0, "when inference fails on a pair (e.g. CUDA out of memory), retry it once at "
           "input_scale times this factor; 0 = drop the pair", (0.0, 0.95), scope="pipeline"),
     Param("max_pixels", 0, "inputs with more pixels (after input_scale) are downscaled to fit; 0 = no limit",

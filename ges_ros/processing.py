@@ -71,6 +71,10 @@ class StereoResult:
     residual: float
     fallback: bool
     timings_ms: Dict[str, float] = field(default_factory=dict)
+    scale: float = 1.0                 # the input scale the network ran at
+    scale_changed: bool = False        # input_scale auto changed it on this pair ...
+    scale_reason: str = ""             # ... because of this
+    out_of_range: int = 0              # pixels invalid because their match may lie beyond the network's range
 
 
 def stamp_of(msg) -> Tuple[int, int]:
@@ -199,4 +203,5 @@ class StereoProcessor:
         # the openvino backend's one-off compile of a new size is reported as its own, not as inference time
         timings.update(decode=(t_dec - t0) * 1e3, network=(t_net - t_dec) * 1e3 - timings.get("compile", 0.0),
                        messages=(t_end - t_net) * 1e3, pipeline=(t_end - t0) * 1e3)
-        return StereoResult(stamp, disp, conf, points, color, r.iters, r.residual, r.fallback, timings)
+        return StereoResult(stamp, disp, conf, points, color, r.iters, r.residual, r.fallback, timings, r.scale,
+                            r.scale_changed, r.scale_reason, r.out_of_range)

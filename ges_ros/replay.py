@@ -32,6 +32,7 @@ class ReplaySummary:
     unmatched_at_end: Dict[str, int] = field(default_factory=dict)
     network_ms: List[float] = field(default_factory=list)
     iters: List[int] = field(default_factory=list)
+    scales: List[float] = field(default_factory=list)          # the scale the network ran each frame at
     error: Optional[str] = None
     interrupted: bool = False
     topics: tuple = ()
@@ -101,7 +102,10 @@ def replay(in_bag: str, out_bag: str, predictor, *, params: ProcessingParams, to
                           ("confidence", result.confidence), ("disparity_color", result.color)):
             if msg is not None:
                 writer.write(f"{ns}/{name}", OUT_TYPES[name], stamp_ns, msg)
+        if result.scale_changed or summary.frames == 0:
+            log(f"network scale {result.scale:.3g}" + (f" ({result.scale_reason})" if result.scale_reason else ""))
         summary.frames += 1
+        summary.scales.append(result.scale)
         summary.network_ms.append(result.timings_ms.get("network", 0.0))
         summary.iters.append(result.iters)
         bar.update(1)

@@ -32,6 +32,7 @@ from .params import PARAMS, by_name
 from .processing import InputError, ProcessingParams, StereoProcessor
 from .sync import StereoInputs
 from ges_core import choose_solver
+from ges_core.pipeline import parse_input_scale
 
 RCLError = _rclpy_c.RCLError
 
@@ -43,7 +44,7 @@ Qos = Tuple[QoSReliabilityPolicy, QoSDurabilityPolicy]
 
 
 def _descriptor(p) -> ParameterDescriptor:
-    d = ParameterDescriptor(description=p.description, read_only=p.read_only)
+    d = ParameterDescriptor(description=p.description, read_only=p.read_only, dynamic_typing=p.dynamic_typing)
     if p.choices:
         d.additional_constraints = "one of: " + ", ".join(p.choices)
     if p.range is not None:
@@ -62,6 +63,7 @@ class StereoNode(Node):
         super().__init__(node_name, **kwargs)
         for p in PARAMS:
             self.declare_parameter(p.name, p.default, _descriptor(p))
+        self._check_start_params()
         self.add_on_set_parameters_callback(self._validate_params)
         self.add_post_set_parameters_callback(self._apply_params)
         if predictor is None:
@@ -93,9 +95,12 @@ class StereoNode(Node):
         self._generation = [0] * 4                               # per input: the current subscription's number
         self._recent = [deque(maxlen=32) for _ in range(4)]      # per input: (stamp, subscription) lately taken
         self._last_rx = [0.0] * 4
+        self._pub_since: Dict[int, float] = {}   # per input: when a publisher was first seen (monotonic)
         self.lost = [0] * 4               # per input: messages DDS discarded before the node took them
         self._started = time.monotonic()
+        self._spares: Dict[int, Tuple[Any, int, Qos]] = {}   # auto, no publisher yet: the other reliability's
         self._subscribe(self._wanted_qos())
+        self._subscribe_both_until_known()
 
         # one-slot mailbox for the worker
         self._cv = threading.Condition()
@@ -106,6 +111,9 @@ class StereoNode(Node):
         self._latency: deque = deque(maxlen=200)
         self._infer: deque = deque(maxlen=200)
         self._iters: deque = deque(maxlen=200)
+        self._scale: Optional[float] = None            # the scale the network ran the last pair at
+        self._backend_warned = False
+        self._out_of_range: deque = deque(maxlen=200)  # per pair: pixels invalid as beyond the range
         self._fallbacks = 0
         self._last_log: Dict[str, float] = {}
         self._window = {"t": time.monotonic(), "in": 0, "out": 0}
@@ -142,6 +150,18 @@ class StereoNode(Node):
                                f"f {calib.fx:.2f} px, baseline {calib.baseline:.4f} m")
         return calib
 
+    def _check_start_params(self) -> None:
+        """Values given at start (overrides, a params file) are not seen by the on-set callback: the same checks
+        here, as one error naming the parameter and what it takes."""
+        for p in PARAMS:
+            value = self.get_parameter(p.name).value
+            if p.choices and value not in p.choices:
+                raise ValueError(f"parameter {p.name}:={value!r} is not one of {', '.join(p.choices)}")
+        try:
+            parse_input_scale(self.get_parameter("input_scale").value)
+        except ValueError as exc:
+            raise ValueError(f"parameter {exc}") from None
+
     def _load_predictor(self):
         from ges_core import load_predictor
         weights = self.get_parameter("weights").value
@@ -163,6 +183,11 @@ class StereoNode(Node):
             if spec.choices and prm.value not in spec.choices:
                 return SetParametersResult(successful=False,
                                            reason=f"{prm.name} must be one of {list(spec.choices)}, got {prm.value!r}")
+            if prm.name == "input_scale":
+                try:
+                    parse_input_scale(prm.value)
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
             if prm.name == "solver" and hasattr(self, "predictor") and self._solvers():
                 if choose_solver(prm.value, self._solvers())[1]:      # at runtime a fallback is refused instead
                     return SetParametersResult(successful=False,
@@ -220,25 +245,58 @@ class StereoNode(Node):
         delivers (a new subscription misses what is published before the publisher has discovered it, and the
         first frames after a switch were lost; the subscription's own matched status comes earlier than that),
         and a message taken from both is passed on once."""
-        depth = self.get_parameter("queue_size").value
-        types = (Image, Image, CameraInfo, CameraInfo)
         for i, (reliability, durability) in wanted.items():
             if self._qos.get(i) == (reliability, durability):
+                spare = self._spares.pop(i, None)    # the other reliability is not needed: the publishers decided
+                if spare is not None:
+                    self.destroy_subscription(spare[0])
                 continue
-            qos = QoSProfile(depth=depth, reliability=reliability, durability=durability,
-                             history=qos_profile_sensor_data.history)
-            # DDS's message-lost events (samples the middleware knows it lost); a KEEP_LAST history overwrite raises none
-            self._generation[i] += 1
-            gen = self._generation[i]
-            sub = self.create_subscription(types[i], INPUTS[i], (lambda m, i=i, gen=gen: self._on_input(i, m, gen)),
-                                           qos, event_callbacks=SubscriptionEventCallbacks(
-                                               message_lost=(lambda info, i=i: self._on_lost(i, info))))
+            spare = self._spares.pop(i, None)
+            if spare is not None and spare[2] == (reliability, durability):
+                # the subscription of the other reliability, there since the start, is the one wanted: it has been
+                # receiving all along, so nothing published since the start is missed
+                sub, gen, qos = spare
+                self._generation[i] = gen
+                delivered = time.monotonic() if any(g == gen for _, g in self._recent[i]) else None
+            else:
+                if spare is not None:
+                    self.destroy_subscription(spare[0])
+                self._generation[i] += 1
+                gen = self._generation[i]
+                sub = self._create_input(i, reliability, durability, gen)
+                delivered = None
             old = self._subs.get(i)
             if i in self._retiring:                  # replaced again before the previous switch finished
                 self.destroy_subscription(self._retiring.pop(i)[0])
             if old is not None:
-                self._retiring[i] = [old, time.monotonic(), None]
+                self._retiring[i] = [old, time.monotonic(), delivered]
             self._subs[i], self._qos[i] = sub, (reliability, durability)
+
+    def _create_input(self, i: int, reliability, durability, gen: int):
+        types = (Image, Image, CameraInfo, CameraInfo)
+        qos = QoSProfile(depth=self.get_parameter("queue_size").value, reliability=reliability,
+                         durability=durability, history=qos_profile_sensor_data.history)
+        # DDS's message-lost events (samples the middleware knows it lost); a KEEP_LAST history overwrite raises none
+        return self.create_subscription(types[i], INPUTS[i], (lambda m, i=i, gen=gen: self._on_input(i, m, gen)),
+                                        qos, event_callbacks=SubscriptionEventCallbacks(
+                                            message_lost=(lambda info, i=i: self._on_lost(i, info))))
+
+    def _subscribe_both_until_known(self) -> None:
+        """auto, an input with no publisher yet: a subscription of the other reliability beside the first one.
+        A publisher that appears later matches at least one of them from its first message on (a reliable
+        driver's first large frame, once lost by the best-effort subscription while the switch to reliable was
+        still to come; and a best-effort publisher never matches a reliable subscription)."""
+        if self.get_parameter("qos_reliability").value != "auto":
+            return
+        for i in self.inputs:
+            if self.count_publishers(self.processor.names[i]) or i in self._spares:
+                continue
+            reliability, durability = self._qos[i]
+            other = (QoSReliabilityPolicy.RELIABLE if reliability == QoSReliabilityPolicy.BEST_EFFORT
+                     else QoSReliabilityPolicy.BEST_EFFORT)
+            self._generation[i] += 1
+            gen = self._generation[i]
+            self._spares[i] = (self._create_input(i, other, durability, gen), gen, (other, durability))
 
     def _retire(self, index: int) -> None:
         """Destroy the subscription that `index`'s current one replaced."""
@@ -247,12 +305,16 @@ class StereoNode(Node):
 
     def _resubscribe_if_needed(self) -> None:
         wanted = self._wanted_qos()
+        for i in [i for i in self._spares if wanted.get(i) == self._qos.get(i)
+                  and self.count_publishers(self.processor.names[i])]:
+            self.destroy_subscription(self._spares.pop(i)[0])   # the publishers match the first subscription
         if wanted != self._qos:
             publishers = sum(self.count_publishers(self.processor.names[i]) for i in self.inputs)
             why = "matching the publishers" if publishers else "no publisher left; best_effort matches any"
             before = self.qos_summary()
             self._subscribe(wanted)
             self.get_logger().info(f"input QoS {before} -> {self.qos_summary()} ({why})")
+        self._subscribe_both_until_known()
 
     def _retire_stale(self) -> None:
         """A quiet input's replaced subscription goes after RETIRE_AFTER_S: its successor had time to match."""
@@ -301,7 +363,13 @@ class StereoNode(Node):
             hint = self.sync.hint()
             if hint:
                 self._throttled("sync_hint", "warning", f"no pair formed: {hint}", period=30.0)
-        silent = [i for i in self.inputs if now - self._last_rx[i] > quiet]
+        for i in self.inputs:      # since when each input has had a publisher (silence is counted from then)
+            if self.count_publishers(names[i]):
+                self._pub_since.setdefault(i, now)
+            else:
+                self._pub_since.pop(i, None)
+        # quiet since the last message, or since a publisher appeared (a driver just started is not silent)
+        silent = [i for i in self.inputs if now - max(self._last_rx[i], self._pub_since.get(i, 0.0)) > quiet]
         if not silent:
             return
         heard = [names[i] for i in self.inputs if i not in silent]
@@ -312,11 +380,17 @@ class StereoNode(Node):
                 # it did arrive before: the stream stopped (end of a bag, a dead driver)
                 self._throttled(f"stopped{i}", "info", f"no message on {names[i]} for {now - self._last_rx[i]:.0f} s",
                                 period=60.0)
-            elif heard:
+            elif heard and not pubs:
                 self._throttled(f"silent{i}", "warning",
-                                f"receiving {', '.join(heard)} but nothing on {names[i]} for {quiet:.0f} s "
-                                f"({len(pubs)} publisher(s), reliability offered: {offered}): no pair can be formed; "
-                                "check the topic remapping and the publisher")
+                                f"receiving {', '.join(heard)} but nothing on {names[i]} for {quiet:.0f} s, which has "
+                                "no publisher: no pair can be formed; check the topic remapping")
+            elif heard:
+                # the topic is right (it has a publisher): what is late is the transport's doing
+                self._throttled(f"silent{i}", "warning",
+                                f"receiving {', '.join(heard)} but nothing on {names[i]} yet after {quiet:.0f} s, "
+                                f"though it has {len(pubs)} publisher(s) (reliability offered: {offered}): large "
+                                "images can take seconds to repair, or be lost, on Fast DDS's default transports; "
+                                "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in every process avoids it")
             elif pubs:
                 self._throttled(f"silent{i}", "warning",
                                 f"{names[i]} has {len(pubs)} publisher(s) (reliability offered: {offered}; "
@@ -380,9 +454,23 @@ class StereoNode(Node):
         self._latency.append((now - (result.stamp[0] + result.stamp[1] * 1e-9)) * 1e3)
         self._infer.append(result.timings_ms.get("network", 0.0))
         if "compile" in result.timings_ms:
-            self.get_logger().info(f"compiled the network for {result.disparity.image.width}x"
-                                   f"{result.disparity.image.height} in {result.timings_ms['compile'] / 1e3:.1f} s "
-                                   f"(runtime={self.runtime()})")
+            size = f"{result.disparity.image.width}x{result.disparity.image.height}"
+            seconds = result.timings_ms["compile"] / 1e3
+            if getattr(self.predictor, "compile_from_cache", False):
+                self.get_logger().info(f"loaded the compiled network for {size} (network scale {result.scale:.3g}) "
+                                       f"from the cache in {seconds:.1f} s (runtime={self.runtime()})")
+            else:
+                self.get_logger().info(f"compiled the network for {size} (network scale {result.scale:.3g}) in "
+                                       f"{seconds:.1f} s, first time for this size; kept in the cache for the next "
+                                       f"start (runtime={self.runtime()})")
+        reason = getattr(self.predictor, "fallback_reason", None)
+        if reason and not self._backend_warned:
+            self._backend_warned = True
+            self.get_logger().warning(f"{reason} (set backend:=torch to start on it)")
+        if result.scale_changed:
+            self.get_logger().info(f"network scale now {result.scale:.3g} ({result.scale_reason})")
+        self._scale = result.scale
+        self._out_of_range.append(result.out_of_range)
         self._iters.append(result.iters)
         self._fallbacks += int(result.fallback)
         if result.fallback:
@@ -411,6 +499,10 @@ class StereoNode(Node):
             "latency_ms_mean": f"{mean(lat):.1f}", "latency_ms_max": f"{lat[-1] if lat else 0:.1f}",
             "inference_ms_mean": f"{mean(self._infer):.1f}", "iterations_mean": f"{mean(self._iters):.2f}",
             "runtime": self.runtime(),
+            "input_scale": "auto" if self.processor.params.pipeline.input_scale == "auto" else
+            f"{self.processor.params.pipeline.input_scale:g}",
+            "network_scale": f"{self._scale:.3g}" if self._scale is not None else "-",
+            "out_of_range_pixels_mean": f"{mean(self._out_of_range):.0f}",
             "pairs_in": self._counts["pairs_in"], "pairs_out": self._counts["pairs_out"],
             "pairs_dropped": sum(drops.values()), "solver_fallbacks": self._fallbacks,
             "clock_resets": self.sync.clock_resets + self.processor.clock_resets,
@@ -448,7 +540,8 @@ class StereoNode(Node):
         return (f"pairs_in={self._counts['pairs_in']} pairs_out={self._counts['pairs_out']} "
                 f"inference_ms={sum(inf) / len(inf) if inf else 0:.1f} "
                 f"iterations={sum(self._iters) / len(self._iters) if self._iters else 0:.2f} "
-                f"dropped={dict(self.drops)} solver_fallbacks={self._fallbacks} runtime={self.runtime()}")
+                f"dropped={dict(self.drops)} solver_fallbacks={self._fallbacks} runtime={self.runtime()} "
+                f"network_scale={f'{self._scale:.3g}' if self._scale is not None else '-'}")
 
     def _console(self, message: str) -> None:
         """A line straight to stderr, for shutdown. Ctrl-C shuts the context (and with it rcl's logging) down from
@@ -457,6 +550,9 @@ class StereoNode(Node):
         print(f"[INFO] [ges_ros.{self.get_name()}]: {message}", file=sys.stderr, flush=True)
 
     def destroy_node(self) -> None:
+        if not hasattr(self, "_worker"):      # the constructor failed before the worker started: nothing of ours
+            super().destroy_node()
+            return
         if self._running:
             self._console(f"shutting down: {self.summary()}")
         with self._cv:
@@ -471,15 +567,35 @@ class StereoNode(Node):
         super().destroy_node()
 
 
+def usage() -> str:
+    lines = ["usage: stereo_node [--ros-args -p NAME:=VALUE ... | --params-file config/stereo.yaml]",
+             "       ros2 run ges_ros stereo_node --ros-args -r __ns:=/stereo -p input_scale:=auto",
+             "",
+             "GES deep-equilibrium stereo: left/image_rect, right/image_rect (+ camera_info) in; disparity, points2,",
+             "confidence, disparity_color and /diagnostics out. Parameters (default; [restart] = read-only):", ""]
+    for p in PARAMS:
+        default = p.default if not isinstance(p.default, str) else repr(p.default)
+        lines.append(f"  {p.name} = {default}{' [restart]' if p.read_only else ''}")
+        lines.append(f"      {p.description}")
+    lines += ["", "Every parameter with its range: config/stereo.yaml; topics and examples: README.md."]
+    return "\n".join(lines)
+
+
 def main(args: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv if args is None else args)
+    ros_at = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    if any(a in ("-h", "--help") for a in argv[1:ros_at]):
+        print(usage())
+        return 0
     rclpy.init(args=args)
     node = None
     try:
         try:
             node = StereoNode()
-        except (FileNotFoundError, ValueError) as exc:
-            # missing or corrupt weights: fail fast, saying which file and why
-            rclpy.logging.get_logger("stereo_node").fatal(f"cannot start: {exc}")
+        except Exception as exc:
+            # a bad parameter, missing or corrupt weights, a device this torch lacks: one line and exit 1
+            message = str(exc) if isinstance(exc, (FileNotFoundError, ValueError)) else f"{type(exc).__name__}: {exc}"
+            rclpy.logging.get_logger("stereo_node").fatal(f"cannot start: {message}")
             return 1
         node.announce()
         rclpy.spin(node)

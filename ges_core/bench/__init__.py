@@ -8,6 +8,8 @@ this one holds the mode table and the `ges bench` parser. Every table states mac
     node         ROS-side cost per frame (message -> array, DisparityImage, PointCloud2, colour map)
     flops        parameters and FLOPs per preset and resolution, and a GPU latency estimate
     accuracy     the weights on the validation scenes beside SGBM, per iteration count (docs/ACCURACY.md)
+    autoscale    what input_scale auto costs on a stream, beside input_scale 1 and SGBM
+    confidence   sparsification: bad-2 among the pixels kept against coverage per min_confidence (docs/ACCURACY.md)
     gpu          CUDA-event latency per preset, precision and graph mode, the node's path, ONNX Runtime (docs/GPU.md)
     soak         the node under a long stream from another process (ges_ros)
 """
@@ -18,7 +20,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .accuracy import bench_accuracy
+from .autoscale import bench_autoscale
 from .common import write_section
+from .confidence import bench_confidence
 from .convergence import bench_convergence
 from .flops import bench_flops
 from .gpu import PRECISIONS, bench_gpu
@@ -31,9 +35,11 @@ from ..ov_backend import BACKEND_CHOICES, PRECISIONS as BACKEND_PRECISIONS
 MODES: Dict[str, Tuple[Callable[[argparse.Namespace], str], str]] = {
     "memory": (bench_memory, "BENCHMARKS.md"), "latency": (bench_latency, "BENCHMARKS.md"),
     "convergence": (bench_convergence, "BENCHMARKS.md"), "flops": (bench_flops, "BENCHMARKS.md"),
-    "accuracy": (bench_accuracy, "ACCURACY.md"), "gpu": (bench_gpu, "GPU.md")}
+    "accuracy": (bench_accuracy, "ACCURACY.md"), "confidence": (bench_confidence, "ACCURACY.md"),
+    "autoscale": (bench_autoscale, "BENCHMARKS.md"),
+    "gpu": (bench_gpu, "GPU.md")}
 # modes `bench all` leaves out (long, or judged against data of their own)
-NOT_IN_ALL = ("soak", "accuracy", "gpu")
+NOT_IN_ALL = ("soak", "accuracy", "confidence", "gpu")
 
 
 def _sizes(text: str) -> List[Tuple[int, int]]:
@@ -78,6 +84,7 @@ def add_bench_parser(sub, modes: Optional[Dict[str, Tuple[Callable[[argparse.Nam
     p.add_argument("--limit-gflop", type=float, default=0.0,
                    help="latency: skip configurations whose encoders + volume exceed this many GFLOP (0 = run all)")
     p.add_argument("--weights", default="default")
+    p.add_argument("--stream-pairs", type=int, default=60, help="autoscale: pairs in the stream")
     p.add_argument("--solver", default=None, help="accuracy: solver (default: the node's default)")
     p.add_argument("--data", default=str(Path("..") / "shared" / "data" / "stereo"),
                    help="accuracy: scene folders with ground truth")

@@ -37,3 +37,13 @@ def test_motorcycle_accuracy_holds(record):
     assert ges["epe"] <= rec["ges_epe"] * 1.05 + 0.05, ges
     # the recorded verdict against SGBM (bad-2) still holds, whichever way it went
     assert (ges["bad2"] < sgbm["bad2"]) == rec["beats_sgbm_bad2"], (ges["bad2"], sgbm["bad2"])
+
+
+def test_default_weights_carry_their_operating_point():
+    """input_scale auto's target (chosen on the validation study, docs/ACCURACY.md) and the confidence calibration
+    (fitted on generated training pairs) travel in the weights' metadata."""
+    op = load_predictor("default", device="cpu").operating_point
+    assert op["preferred_pixels"] == 1_000_000
+    cal = op["confidence_calibration"]
+    assert cal["x"][0] == 0.0 and cal["x"][-1] == 1.0 and np.all(np.diff(cal["y"]) >= 0)
+    assert "never" not in cal["data"] and "generated pairs" in cal["data"]

@@ -162,12 +162,14 @@ def test_export_weights_from_a_checkpoint_sets_the_inference_topk(tmp_path):
     ("node", ["--node-size", "60x80", "--repeats", "1"]),
     ("flops", ["--presets", "tiny", "--sizes", "32x64"]),
     ("accuracy", ["--iters-list", "1", "--data", "/nonexistent"]),
+    ("confidence", ["--data", "/nonexistent"]),
+    ("autoscale", ["--stream-pairs", "3", "--repeats", "1"]),
     ("gpu", ["--device", "cpu", "--presets", "tiny", "--sizes", "32x64", "--precisions", "fp32,bf16", "--gpu-modes",
              "eager,cuda_graph", "--repeats", "1", "--warmup", "1", "--ort"]),
 ])
 def test_bench_modes_write_their_tables(tmp_path, tiny_weights, mode, extra):
     run("bench", mode, "--docs", tmp_path, "--weights", tiny_weights, *extra)
-    doc = tmp_path / {"accuracy": "ACCURACY.md", "gpu": "GPU.md"}.get(mode, "BENCHMARKS.md")
+    doc = tmp_path / {"accuracy": "ACCURACY.md", "confidence": "ACCURACY.md", "gpu": "GPU.md"}.get(mode, "BENCHMARKS.md")
     text = doc.read_text()
     assert f"<!-- bench:{mode} -->" in text and f"<!-- /bench:{mode} -->" in text
     assert "torch" in text and "threads" in text and "|---|" in text
@@ -175,6 +177,10 @@ def test_bench_modes_write_their_tables(tmp_path, tiny_weights, mode, extra):
     assert doc.read_text().count(f"<!-- bench:{mode} -->") == 1
     if mode == "latency":        # the node's default beside stereo_image_proc's SGBM, with their ratio
         assert "stereo_image_proc" in text and "GES/SGBM" in text
+    if mode == "autoscale":      # both settings at both sizes, with the probes counted
+        assert "| 640x480 | auto |" in text and "| 1920x1080 | 1.0 |" in text and "auto / scale 1" in text
+    if mode == "confidence":     # every threshold with the oracle beside it
+        assert "| 0.9 |" in text and "oracle bad-2" in text
     if mode == "gpu":            # every precision and the ONNX Runtime row; cuda_graph is left out on a CPU
         assert "| tiny | 64x32 | bf16 | eager |" in text and "onnxruntime CPU" in text and "cuda_graph" not in text
 

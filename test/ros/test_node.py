@@ -199,6 +199,13 @@ def test_runtime_parameters_apply_without_restart(oracle_harness):
     assert (p.iters, p.input_scale, p.budget_ms) == (2, 0.5, 50.0)
     bad = h.node.set_parameters([Parameter("solver", value="newton")])
     assert not bad[0].successful and "anderson" in bad[0].reason
+    # input_scale takes "auto" or a number (dynamically typed), nothing else
+    assert h.node.set_parameters([Parameter("input_scale", value="auto")])[0].successful
+    assert h.node.processor.params.pipeline.input_scale == "auto"
+    refused = h.node.set_parameters([Parameter("input_scale", value="big")])[0]
+    assert not refused.successful and "'auto' or a factor" in refused.reason
+    assert h.node.set_parameters([Parameter("min_confidence", value=0.5)])[0].successful
+    assert h.node.processor.params.pipeline.min_confidence == 0.5
     ro = h.node.set_parameters([Parameter("weights", value="other.safetensors")])
     assert not ro[0].successful
 
@@ -215,7 +222,8 @@ def test_inference_exception_is_reported_and_node_continues(oracle_harness):
 def test_failed_inference_is_retried_at_a_lower_scale_when_configured(oracle_harness):
     h, left, right, gt, valid, cam = oracle_harness
     from rclpy.parameter import Parameter
-    assert h.node.set_parameters([Parameter("retry_input_scale", value=0.5)])[0].successful
+    assert h.node.set_parameters([Parameter("retry_input_scale", value=0.5),
+                                  Parameter("input_scale", value=1.0)])[0].successful
     h.node.predictor.fail_next = RuntimeError("CUDA out of memory (simulated)")
     h.publish(pair(cam, left, right, 40))
     h.wait(lambda: h.count("disparity") == 1, 30, "the pair answered from the retry")
@@ -241,7 +249,8 @@ def test_node_publishes_from_the_onnx_export_what_it_publishes_from_the_weights(
     for name in ("m.onnx", None):
         weights = str(tmp_path / name) if name else str(tiny_weights)
         # fp32: the openvino backend's bf16 (the default where the CPU has it) is not the export's precision
-        with Harness({"weights": weights, "iters": 4, "precision": "fp32"}) as h:
+        # input_scale 1: the export has one size (auto's probe would run the random tiny network at another)
+        with Harness({"weights": weights, "iters": 4, "precision": "fp32", "input_scale": 1.0}) as h:
             h.publish(pair(cam, left, right, 9))
             h.wait(lambda: h.count("disparity"), 60, f"disparity from {weights}")
             d = h.received["disparity"][0]
@@ -273,7 +282,8 @@ def test_node_default_runtime_is_openvino_and_its_compile_is_not_inference_time(
     compiles, which is reported apart: the node's inference time stays the network's."""
     left, right, gt, valid, cam = motorcycle_small
     left, right = left[:96, :160].copy(), right[:96, :160].copy()
-    with Harness({"weights": str(tiny_weights), "device": "cpu"}) as h:
+    # input_scale 1: one size compiled (auto's range probe would compile the half size as well)
+    with Harness({"weights": str(tiny_weights), "device": "cpu", "input_scale": 1.0}) as h:
         assert h.node.predictor.backend == "openvino"
         h.publish(pair(cam, left, right, 11))
         h.wait(lambda: h.count("disparity") == 1, 60, "first disparity")

@@ -125,8 +125,8 @@ def test_interrupt_closes_the_output_bag(tmp_path, tiny_weights, small_pair, mon
             raise KeyboardInterrupt
         return real(*a, **k)
     monkeypatch.setattr(pred, "predict", interrupting)
-    s = replay(str(tmp_path / "in"), str(tmp_path / "out"), pred, params=ProcessingParams.from_dict({"iters": 1}), progress=False,
-               log=lambda *_: None)
+    s = replay(str(tmp_path / "in"), str(tmp_path / "out"), pred, params=ProcessingParams.from_dict(
+        {"iters": 1, "input_scale": 1.0}), progress=False, log=lambda *_: None)      # one predict a pair
     assert s.interrupted and s.frames == 1
     r = BagReader(str(tmp_path / "out"))
     assert r.count["/stereo/disparity"] == 1
