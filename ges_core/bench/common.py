@@ -14,6 +14,18 @@ import numpy as np
 import torch
 
 
+def cpu_features() -> str:
+    """The vector extensions a run could use (what OpenVINO's bf16 and int8 kernels need), from /proc/cpuinfo."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    have = [f for f in wanted if f in flags]
+    return " ".join(have) if have else "no AVX2"
+
+
 def machine_line() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -24,7 +36,8 @@ def machine_line() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu} ({os.cpu_count()} cores){gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+    return (f"{cpu} ({os.cpu_count()} cores; {cpu_features()}){gpu}; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; "
             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
 
 

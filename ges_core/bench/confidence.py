@@ -25,12 +25,7 @@ def bench_confidence(args) -> str:
     sets = [("motorcycle", MotorcycleDataset())]
     if args.data and Path(args.data).is_dir():
         sets.insert(0, ("real scenes", build_dataset("folder", args.data)))
-    body = ["## confidence — sparsification on the validation scenes (min_confidence)", "",
-            f"{machine_line()}; weights {args.weights}, node defaults ({GESConfig.iters} iterations, input_scale "
-            f"auto; runtime {pred.runtime}); confidence {'calibrated by the map the weights carry' if calibrated else 'raw (the weights carry no calibration)'}. "
-            "Pixels with ground truth pooled over the scenes (the synthetic one left out); coverage = share of them "
-            "kept (confidence >= threshold, and valid); bad-2 among the kept; oracle = the bad-2 of the same "
-            "coverage keeping the smallest errors (the best any ordering can do).", ""]
+    body: List[str] = []
     for label, ds in sets:
         conf, raw, err = [], [], []
         for i in range(len(ds)):
@@ -64,5 +59,12 @@ def bench_confidence(args) -> str:
             head += ["raw: coverage (%)", "raw: bad-2 kept (%)"]
         body += [f"### {label} ({err_a.size} pixels with ground truth)", "", md_table(head, rows), ""]
         print(f"confidence {label}: " + "; ".join(f"{r[0]}: {r[1]} % kept, bad-2 {r[2]}" for r in rows), flush=True)
-    body += [f"`ges bench confidence --data {args.data}`"]
-    return "\n".join(body)
+    head = ["## confidence — sparsification on the validation scenes (min_confidence)", "",
+            f"{machine_line()}; weights {args.weights}, node defaults ({GESConfig.iters} iterations, input_scale "
+            f"auto; runtime {pred.runtime}); confidence "
+            f"{'calibrated by the map the weights carry' if calibrated else 'raw (the weights carry no calibration)'}. "
+            "Pixels with ground truth pooled over the scenes (the synthetic one left out); coverage = share of them "
+            "kept (confidence >= threshold, and valid); bad-2 among the kept; oracle = the bad-2 of the same "
+            "coverage keeping the smallest errors (the best any ordering can do). The calibration is monotone, so "
+            "calibrated and raw order the pixels alike: what it changes is what a threshold means.", ""]
+    return "\n".join(head + body + [f"`ges bench confidence --data {args.data}`"])

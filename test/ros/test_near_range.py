@@ -56,9 +56,9 @@ def _replay(tmp_path, pair, params, name):
     msg = next(m for t, _, _, m, _ in r.messages(["/stereo/disparity"]))
     r.close()
     d = np.frombuffer(bytes(msg.image.data), np.float32).reshape(msg.image.height, msg.image.width)
-    # DisparityImage: d_ros = (x_l - x_r) - (cx_l - cx_r), invalid below min_disparity
+    # DisparityImage: d_ros = (x_l - x_r) - (cx_l - cx_r), invalid below min_disparity; cx_r - cx_l = doffs
     valid = np.isfinite(d) & (d >= msg.min_disparity)
-    shift = d + cam.doffs
+    shift = d - cam.doffs
     return shift, valid, summary
 
 
