@@ -7,8 +7,11 @@ CPUs with AMX or AVX-512 BF16 and fp32 elsewhere.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import io
+import json
 import os
 import warnings
 from collections import OrderedDict
@@ -44,6 +47,7 @@ def cache_root() -> Optional[Path]:
     return root / "openvino"
 
 
+@functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
     """The graphs' source (model and this backend): a change to either makes new cache entries."""
     h = hashlib.sha256()
@@ -238,9 +242,15 @@ class OpenVinoNetwork:
         self._compiled: "OrderedDict[Tuple[int, int], _Compiled]" = OrderedDict()
         self._current: Optional[_Compiled] = None
         self.cache = cache_root()
-        self._key = (f"{weights_digest(self.model)}_{_code_digest()}_{precision}_ov{ov.__version__.split('-')[0]}"
-                     if self.cache is not None else "")
+        self._ov_version = ov.__version__.split("-")[0]
         self.last_from_cache = False       # whether the last size prepared came from the cache
+
+    def cache_key(self) -> str:
+        """What a compiled graph depends on, taken when a size is compiled (weights can change after the network
+        was made, and the config holds inference settings such as the soft-argmin's top-k)."""
+        config = hashlib.sha256(json.dumps(dataclasses.asdict(self.model.config), sort_keys=True,
+                                           default=str).encode()).hexdigest()[:8]
+        return f"{weights_digest(self.model)}{config}_{_code_digest()}_{self.precision}_ov{self._ov_version}"
 
     def prepare(self, height: int, width: int) -> bool:
         """Compile the graphs of an (height, width) input now, unless they are; -> whether it compiled."""
@@ -252,7 +262,8 @@ class OpenVinoNetwork:
     def compiled(self, height: int, width: int) -> _Compiled:
         key = (height, width)
         if key not in self._compiled:
-            self._compiled[key] = _Compiled(self.core, self.model, height, width, self.config, self.cache, self._key)
+            cache_key = self.cache_key() if self.cache is not None else ""
+            self._compiled[key] = _Compiled(self.core, self.model, height, width, self.config, self.cache, cache_key)
             self.last_from_cache = self._compiled[key].from_cache
             while len(self._compiled) > SIZES_KEPT:
                 self._compiled.popitem(last=False)

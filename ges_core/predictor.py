@@ -20,7 +20,11 @@ from .model.ges import GES, build_model
 from .prediction import Prediction, as_rgb, to_input_size
 from .weights import load_weights, model_state, resolve_weights
 
-__all__ = ["Prediction", "Predictor", "check_device", "load_predictor", "operating_point_of", "to_input_size"]
+__all__ = ["BackendFallbackWarning", "Prediction", "Predictor", "check_device", "load_predictor", "operating_point_of", "to_input_size"]
+
+
+class BackendFallbackWarning(UserWarning):
+    """The chosen backend could not run the network; the predictor went on with torch (see fallback_reason)."""
 
 
 class Predictor:
@@ -97,7 +101,7 @@ class Predictor:
                 # a backend that cannot run here must not cost every pair: say it once, go on with torch
                 self.fallback_reason = (f"the {self.backend} backend failed to compile the network "
                                         f"({type(exc).__name__}: {exc}); running on torch instead")
-                warnings.warn(self.fallback_reason)
+                warnings.warn(self.fallback_reason, BackendFallbackWarning)
                 self.backend, self.net, compiled = "torch", self.model, False
             if compiled:
                 # the openvino backend compiled this size (its first pair): counted in the total, not in encode

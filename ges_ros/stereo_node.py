@@ -587,6 +587,10 @@ def main(args: Optional[List[str]] = None) -> int:
     if any(a in ("-h", "--help") for a in argv[1:ros_at]):
         print(usage())
         return 0
+    import warnings
+    from ges_core.predictor import BackendFallbackWarning
+    # the node logs a backend fallback itself (once, through its logger): not again as a Python warning
+    warnings.simplefilter("ignore", BackendFallbackWarning)
     rclpy.init(args=args)
     node = None
     try:

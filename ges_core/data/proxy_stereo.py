@@ -88,18 +88,25 @@ def render_proxy_pair(rng: np.random.Generator, cfg: ProxyStereoConfig
     cfg.height x cfg.width (the pair scaled up first where it is smaller)."""
     pairs = proxy_pairs(cfg.root)
     left, right, disp, valid = _labelled_pair(pairs[int(rng.integers(len(pairs)))], cfg)
+    return labelled_crop(left, right, disp, valid, cfg.height, cfg.width, cfg.min_labelled, rng, where=cfg.root)
+
+
+def labelled_crop(left: np.ndarray, right: np.ndarray, disp: np.ndarray, valid: np.ndarray, height: int, width: int,
+                  min_labelled: float, rng: np.random.Generator, *, where: str):
+    """A height x width crop of a partly labelled pair: the first of up to 8 random ones with at least
+    `min_labelled` of its pixels labelled, else the best of them."""
     h, w = disp.shape
-    if h < cfg.height or w < cfg.width:
-        raise ValueError(f"{cfg.root}: a pair of {w}x{h} is smaller than the crop {cfg.width}x{cfg.height}")
+    if h < height or w < width:
+        raise ValueError(f"{where}: a pair of {w}x{h} is smaller than the crop {width}x{height}")
     best = None
     for _ in range(8):
-        y0, x0 = int(rng.integers(0, h - cfg.height + 1)), int(rng.integers(0, w - cfg.width + 1))
-        share = float(valid[y0:y0 + cfg.height, x0:x0 + cfg.width].mean())
+        y0, x0 = int(rng.integers(0, h - height + 1)), int(rng.integers(0, w - width + 1))
+        share = float(valid[y0:y0 + height, x0:x0 + width].mean())
         if best is None or share > best[0]:
             best = (share, y0, x0)
-        if share >= cfg.min_labelled:
+        if share >= min_labelled:
             break
     _, y0, x0 = best
-    sl = (slice(y0, y0 + cfg.height), slice(x0, x0 + cfg.width))
+    sl = (slice(y0, y0 + height), slice(x0, x0 + width))
     return (np.ascontiguousarray(left[sl]), np.ascontiguousarray(right[sl]), np.ascontiguousarray(disp[sl]),
             np.ascontiguousarray(valid[sl]))

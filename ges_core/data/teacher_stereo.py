@@ -27,12 +27,13 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from .io import read_image
+from .proxy_stereo import labelled_crop
 
 LABEL_VERSION = 1
 
@@ -249,25 +250,9 @@ def render_teacher_pair(rng: np.random.Generator, cfg: TeacherStereoConfig
     p = set_probabilities([len(files) for _, files in index], cfg.set_weighting)
     _, files = index[int(rng.choice(len(index), p=p))]
     left, right, disp, valid = _load(files[int(rng.integers(len(files)))])
-    h, w = disp.shape
-    if h < cfg.height or w < cfg.width:
-        raise ValueError(f"{cfg.root}: a labelled pair of {w}x{h} is smaller than the crop {cfg.width}x{cfg.height}")
-    best = None
-    for _ in range(8):
-        y0, x0 = int(rng.integers(0, h - cfg.height + 1)), int(rng.integers(0, w - cfg.width + 1))
-        share = float(valid[y0:y0 + cfg.height, x0:x0 + cfg.width].mean())
-        if best is None or share > best[0]:
-            best = (share, y0, x0)
-        if share >= cfg.min_labelled:
-            break
-    _, y0, x0 = best
-    sl = (slice(y0, y0 + cfg.height), slice(x0, x0 + cfg.width))
-    left_c, right_c = np.ascontiguousarray(left[sl]), np.ascontiguousarray(right[sl])
+    left_c, right_c, disp_c, valid_c = labelled_crop(left, right, disp, valid, cfg.height, cfg.width,
+                                                     cfg.min_labelled, rng, where=cfg.root)
     if rng.random() < cfg.camera_prob:
         left_c, right_c = camera_change(left_c, rng), camera_change(right_c, rng)
-    return left_c, right_c, np.ascontiguousarray(disp[sl]), np.ascontiguousarray(valid[sl])
+    return left_c, right_c, disp_c, valid_c
 
-
-def teacher_source_summary(root: str) -> Optional[Dict[str, object]]:
-    path = Path(root) / "labels.json"
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -108,13 +108,18 @@ def test_a_second_start_loads_the_compiled_network_from_the_cache(tmp_path, pair
     b = second.predict(*pair)
     assert second.compile_from_cache and exported == []
     np.testing.assert_array_equal(a.disparity, b.disparity)
-    # other weights are other entries: never a stale graph
+    # weights changed after the network was made, or another inference config: other entries, never a stale graph
     other = load_predictor("default", backend="openvino", precision="fp32")
     with torch.no_grad():
         next(other.model.parameters()).add_(0.01)
-    other.net = OpenVinoNetwork(other.model, precision="fp32")
     other.predict(*pair)
     assert not other.compile_from_cache and len(exported) == 3
+    import dataclasses
+    topk = load_predictor("default", backend="openvino", precision="fp32",
+                          config_overrides={"topk": 2 if first.config.topk != 2 else 3})
+    topk.predict(*pair)
+    assert not topk.compile_from_cache and len(exported) == 6
+    assert dataclasses.asdict(topk.config) != dataclasses.asdict(first.config)
     # no cache at all when asked
     monkeypatch.setenv("GES_CACHE_DIR", "off")
     assert OpenVinoNetwork(first.model, precision="fp32").cache is None
