@@ -75,6 +75,8 @@ class StereoSynchronizer:
             while len(queue) > self.queue_size:
                 del queue[min(queue)]
                 self.dropped[index] += 1
+            if stamp not in queue:            # older than a full queue: pushed out at once, nothing to match
+                return
             matched = self._match_approximate(index, stamp) if self.approximate else self._match_exact()
         if matched is not None:
             self.callback(*matched)

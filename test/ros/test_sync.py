@@ -56,6 +56,15 @@ def test_clock_jump_back_resyncs():
     assert stamps(out) == [[5.0, 5.0]]
 
 
+def test_a_message_older_than_a_full_queue_is_dropped_not_matched():
+    """Found by the fuzz test: with queue_size 1, a message older than the one queued is pushed out at once."""
+    out = []
+    s = StereoSynchronizer(4, lambda *a: out.append(a), queue_size=1, approximate=True, slop=0.05)
+    for idx, t in [(0, 0), (1, 0), (2, 3), (3, 0), (2, 0)]:
+        s.add(idx, m(t * 0.02))
+    assert out == [] and s.dropped[2] == 1
+
+
 def test_a_late_message_of_one_input_is_not_a_clock_jump():
     """A large left image repaired by reliable DDS arrives after the right image of the frame 2 s later: both
     frames still pair (a jump back was once judged across inputs and cleared the queues: the first frames of a
