@@ -82,6 +82,14 @@ def write_bag(path, frames: int, period_s: float):
         w.close()
 
 
+def play_bag(bag, env):
+    """`ges play BAG` in its own process, as a user runs it; -> its output."""
+    play = subprocess.run([sys.executable, "-m", "ges_ros.cli", "play", str(bag)], env=env, cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=120)
+    assert play.returncode == 0, play.stdout + play.stderr
+    return play.stdout + play.stderr
+
+
 def test_node_first_then_ges_play_every_frame_arrives(tmp_path, tiny_weights):
     """The README's way: the node started first, `ges play` of a bag second, frames two seconds apart, a user's
     subscriber in a third process, Fast DDS's default transports. Every frame reaches the subscriber, the first
@@ -100,11 +108,8 @@ def test_node_first_then_ges_play_every_frame_arrives(tmp_path, tiny_weights):
         listener = Process([sys.executable, str(HERE / "listener.py"), str(frames), "60"], env)
         listener.wait_for("listening", 30)
         time.sleep(4.0)                   # the node idles with no publisher, as it does before a driver starts
-        play = subprocess.run([sys.executable, "-m", "ges_ros.cli", "play", str(bag)], env=env, cwd=str(ROOT),
-                              capture_output=True, text=True, timeout=120)
-        assert play.returncode == 0, play.stdout + play.stderr
-        assert f"published {frames * 4} messages" in play.stdout
-        played = play.stdout + play.stderr
+        played = play_bag(bag, env)
+        assert f"published {frames * 4} messages" in played
         listener.wait_for("done", 60)
         out = listener.stop()
     finally:
@@ -138,9 +143,7 @@ def test_ges_play_waits_until_a_reliable_subscriber_has_the_last_frame(tmp_path)
     sink = Process([sys.executable, "-c", script], env)
     try:
         sink.wait_for("listening", 30)
-        play = subprocess.run([sys.executable, "-m", "ges_ros.cli", "play", str(bag)], env=env, cwd=str(ROOT),
-                              capture_output=True, text=True, timeout=120)
-        assert play.returncode == 0, play.stdout + play.stderr
+        play_bag(bag, env)
         sink.wait_for("done", 60)
     finally:
         out = sink.stop()
@@ -208,9 +211,7 @@ def test_openvino_missing_onnx_is_not_chosen_and_a_failing_backend_falls_back(tm
         node.wait_for("ready", 60)
         listener = Process([sys.executable, str(HERE / "listener.py"), str(frames), "90"], env)
         listener.wait_for("listening", 30)
-        play = subprocess.run([sys.executable, "-m", "ges_ros.cli", "play", str(bag)], env=user_env(
-            ROS_DOMAIN_ID=env["ROS_DOMAIN_ID"]), cwd=str(ROOT), capture_output=True, text=True, timeout=120)
-        assert play.returncode == 0, play.stdout + play.stderr
+        play_bag(bag, user_env(ROS_DOMAIN_ID=env["ROS_DOMAIN_ID"]))
         listener.wait_for("done", 90)
         out = listener.stop()
     finally:
@@ -265,9 +266,7 @@ def test_a_restarted_node_loads_its_compiled_network_from_the_cache(tmp_path, ti
                         "-p", f"weights:={tiny_weights}", "-p", "backend:=openvino", "-p", "input_scale:=0.5"], env)
         try:
             node.wait_for("ready", 60)
-            play = subprocess.run([sys.executable, "-m", "ges_ros.cli", "play", str(bag)], env=env, cwd=str(ROOT),
-                                  capture_output=True, text=True, timeout=120)
-            assert play.returncode == 0, play.stdout + play.stderr
+            play_bag(bag, env)
             node.wait_for("network for 741x500", 120)
         finally:
             logs.append(node.stop())
