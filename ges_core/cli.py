@@ -162,12 +162,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_pseudo_label(args: argparse.Namespace) -> int:
-    from .data.teacher_stereo import TeacherLabelConfig, make_labels, weights_digest
+    from .data.teacher_stereo import TeacherLabelConfig, file_digest, make_labels
     from .predictor import load_predictor
     from .weights import resolve_weights
     cfg = TeacherLabelConfig(iters=args.iters, min_confidence=args.min_confidence)
     predictor = load_predictor(args.weights, device=args.device, backend=args.backend, precision=args.precision)
-    teacher = f"{Path(resolve_weights(args.weights)).name}@{weights_digest(str(resolve_weights(args.weights)))}"
+    path = resolve_weights(args.weights)
+    teacher = f"{Path(path).name}@{file_digest(str(path))}"
     meta = make_labels(predictor, args.root, args.out, cfg, teacher=teacher, progress=not args.no_progress)
     rows = list(meta["pairs"].values())
     if not rows:

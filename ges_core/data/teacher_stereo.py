@@ -138,7 +138,7 @@ def label_pair(predictor, left: np.ndarray, right: np.ndarray, cfg: TeacherLabel
                                                                 "labelled")], np.float32)}
 
 
-def weights_digest(path: str) -> str:
+def file_digest(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
