@@ -1,4 +1,4 @@
-"""Training loss: smooth-L1 on the volumetric and fixed-point disparities, masked by validity and
+"""Training loss: smooth-L1 (or L1) on the volumetric and fixed-point disparities, masked by validity and
 the maximum disparity."""
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import torch.nn.functional as F
 from .model.ges import GESOutput
 
 
-def masked_smooth_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_smooth_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, beta: float = 1.0
+                     ) -> torch.Tensor:
+    """Smooth-L1 over the mask: quadratic below beta px, linear above; beta 0 is plain L1 (full gradient for
+    sub-pixel errors too)."""
     if not bool(mask.any()):
         return pred.sum() * 0.0
-    return F.smooth_l1_loss(pred[mask], target[mask])
+    return F.smooth_l1_loss(pred[mask], target[mask], beta=beta)
 
 
 def clamped(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, max_error: Optional[torch.Tensor]
@@ -27,15 +30,16 @@ def clamped(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, max_er
 
 def stereo_loss(out: GESOutput, target: torch.Tensor, valid: torch.Tensor, *, max_disp: float,
                 init_weight: float = 1.0, final_weight: float = 1.0, correction_gamma: float = 0.8,
-                max_error: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, float]]:
+                max_error: Optional[torch.Tensor] = None, beta: float = 1.0
+                ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """target, valid: (B, 1, H, W). Returns the loss and scalars for logging (EPE, bad-2 of the final).
     The fixed-point corrections (states sampled along the solve, earliest first) weigh final_weight * gamma^k,
     k counted back from the last, as RAFT weighs its iterates. max_error: (B, 1, 1, 1) per-sample loss clamp in px
-    (pseudo-labels), None or inf for none."""
+    (pseudo-labels), None or inf for none. beta: the smooth-L1 knee in px (0 = L1)."""
     mask = valid & (target < max_disp) & torch.isfinite(target)
 
     def term(pred: torch.Tensor) -> torch.Tensor:
-        return masked_smooth_l1(pred, target, clamped(pred, target, mask, max_error))
+        return masked_smooth_l1(pred, target, clamped(pred, target, mask, max_error), beta)
 
     loss = init_weight * term(out.init_disparity) + final_weight * term(out.disparity)
     n = len(out.corrections)

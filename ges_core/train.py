@@ -49,6 +49,7 @@ class TrainConfig:
     init_weight: float = 1.0
     final_weight: float = 1.0
     correction_gamma: float = 0.8     # weight of the fixed-point corrections (model.fp_corrections), per step back
+    loss_beta: float = 1.0            # smooth-L1 knee (px); 0 = L1, full gradient for sub-pixel errors
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0               # 0 = only at the end
@@ -375,7 +376,7 @@ class Trainer:
                     out = model(left, right)
                 loss, stats = stereo_loss(out, disp, valid, max_disp=self.model_cfg.max_disp,
                                           init_weight=cfg.init_weight, final_weight=cfg.final_weight,
-                                          correction_gamma=cfg.correction_gamma,
+                                          correction_gamma=cfg.correction_gamma, beta=cfg.loss_beta,
                                           max_error=batch_max_error(samples, self.device))
                 self.optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):

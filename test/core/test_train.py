@@ -268,3 +268,26 @@ def test_loss_clamp_gives_no_gradient_past_max_error():
     assert (grad[1] != 0).all()                                                  # exact labels: every pixel
     unclamped, _ = stereo_loss(out, target, valid, max_disp=64)
     assert float(unclamped) > float(loss)
+
+
+def test_loss_beta_zero_gives_sub_pixel_errors_the_full_gradient():
+    """loss_beta 0 (L1): a 0.25 px error pulls as hard as a 3 px one; smooth-L1's knee at 1 px pulls it a quarter."""
+    from ges_core.losses import stereo_loss
+    from ges_core.model.ges import GESOutput
+    target = torch.zeros(1, 1, 2, 4)
+    target[..., :2] = 0.25
+    target[..., 2:] = 3.0
+    valid = torch.ones_like(target, dtype=torch.bool)
+    grads = {}
+    for beta in (1.0, 0.0):
+        pred = torch.zeros_like(target, requires_grad=True)
+        out = GESOutput(pred, pred, torch.ones_like(pred), [], 1, torch.zeros(1, 1), False)
+        stereo_loss(out, target, valid, max_disp=64, beta=beta)[0].backward()
+        g = pred.grad.abs()
+        grads[beta] = float(g[..., :2].mean() / g[..., 2:].mean())
+    assert grads[1.0] == pytest.approx(0.25) and grads[0.0] == pytest.approx(1.0)
+    from ges_core.train import TrainConfig
+    from pathlib import Path
+    config = Path(__file__).resolve().parents[2] / "config" / "train" / "l1_s10.yaml"
+    assert TrainConfig.load(str(config)).loss_beta == 0.0
+    assert TrainConfig().loss_beta == 1.0          # earlier stages' configs keep their loss
