@@ -46,9 +46,10 @@ setup(
         "ros": ROS_WHEELS,
         "train": ["tensorboard", "matplotlib", "scikit-image"],   # scikit-image: the photo pairs' segments
         # the CPU backend (backend auto/openvino): bf16 on AMX / AVX-512 BF16 CPUs; onnx: the network's parts
-        # reach OpenVINO through torch's ONNX exporter
-        "openvino": ["openvino>=2025.0", "onnx"],
+        # reach OpenVINO through torch's ONNX exporter; nncf: precision int8 (post-training quantization)
+        "openvino": ["openvino>=2025.0", "onnx", "nncf>=2.16"],
         "test": ["pytest", "pytest-timeout", "hypothesis", "scikit-image", "onnx", "onnxruntime", "openvino>=2025.0",
+                 "nncf>=2.16",
                  "colcon-common-extensions", "matplotlib"],
         "dev": ["ruff", "flake8"],
     },

@@ -23,7 +23,8 @@ import numpy as np
 def _predictor(args: argparse.Namespace):
     from . import load_predictor
     return load_predictor(args.weights, device=args.device, solver=getattr(args, "solver", None),
-                          backend=args.backend, precision=args.precision)
+                          backend=args.backend, precision=args.precision,
+                          int8_calibration=getattr(args, "int8_calibration", "generated"))
 
 
 # ------------------------------------------------------------------------------ predict
@@ -202,12 +203,35 @@ def _cmd_operating_point(args: argparse.Namespace) -> int:
         raw, correct = calibration_samples(predictor, samples, iters=args.iters or predictor.config.iters)
         op["confidence_calibration"] = {**fit_calibration(raw, correct), "data": f"{args.config} generated pairs "
                                         f"(seed {CALIBRATION_SEED}, exact labels), {args.calibration_pairs} pairs"}
+    if args.int8_check:
+        op["int8"] = _int8_check(args)
     with_metadata(args.weights, args.output, {"operating_point": json.dumps(op)})
     print(f"wrote {args.output}: operating_point " + json.dumps({k: v for k, v in op.items()
                                                                   if k != "confidence_calibration"})
           + (f", confidence calibrated on {op['confidence_calibration']['pixels']} pixels"
              if "confidence_calibration" in op else ""))
     return 0
+
+
+def _int8_check(args: argparse.Namespace) -> dict:
+    """Whether int8 stays within its limits of float32 on the validation set (the real scenes of
+    args.int8_check and the motorcycle pair), int8 against fp32 and, where the CPU has bf16, int8_bf16 against
+    bf16: what precision auto's choice of int8 rests on. Calibration: generated pairs (the default)."""
+    from .bench.accuracy import INT8_BAD2_LIMIT, INT8_EPE_LIMIT, int8_passes, real_means, validation_sets
+    from .ov_backend import cpu_has_bf16
+    from .predictor import load_predictor
+    sets = validation_sets(args.int8_check)
+    iters = args.iters or load_predictor(args.weights, backend="torch").config.iters
+    pairs = [("fp32", "int8")] + ([("bf16", "int8_bf16")] if cpu_has_bf16() else [])
+    measured, ok = {}, True
+    for float_part, quantized in pairs:
+        for precision in (float_part, quantized):
+            measured[precision] = [round(v, 4) for v in real_means(
+                load_predictor(args.weights, backend="openvino", precision=precision), sets, iters)]
+            print(f"int8 check {precision}: EPE / bad-2 per set {measured[precision]}", flush=True)
+        ok = ok and int8_passes(measured[float_part], measured[quantized])
+    return {"ok": ok, "limits": f"EPE +{INT8_EPE_LIMIT:g} %, bad-2 +{INT8_BAD2_LIMIT:g} pt on every set",
+            "sets": [k for k, _, _ in sets], "iters": iters, "calibration": "generated", "measured": measured}
 
 
 def _cmd_export_weights(args: argparse.Namespace) -> int:
@@ -298,7 +322,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_CHOICES,
                    help="the network's runtime (auto: openvino on a CPU where it is installed, else torch)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="the openvino backend's (auto: bf16 where the CPU has AMX or AVX-512 BF16, else fp32)")
+                   help="the openvino backend's (auto: bf16 where the CPU has AMX or AVX-512 BF16, else fp32; "
+                   "int8 / int8_bf16 where the weights passed their int8 check)")
+    p.add_argument("--int8-calibration", default="generated", help="int8's calibration pairs: generated (procedural "
+                   "scenes) or a folder of NNNN_left / NNNN_right images, e.g. frames from your camera")
     p.add_argument("--iters", type=int, default=None, help="solver iterations (default: the weights' config)")
     p.add_argument("--solver", default=None, choices=solver_names(), help="default: the weights' own")
     p.add_argument("--scale", default="auto", type=_input_scale, help="the scale the network runs at: auto (the node's default: the "
@@ -361,6 +388,9 @@ def build_parser(*, bench_modes=None, extend=None) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="weights file to write (tensors unchanged)")
     p.add_argument("--preferred-pixels", type=int, default=0, help="input_scale auto's network pixel count")
     p.add_argument("--calibration-pairs", type=int, default=0, help="fit the confidence map on this many pairs")
+    p.add_argument("--int8-check", default=None, metavar="DATA", help="record whether int8 stays within 1 %% EPE "
+                   "and 0.2 pt bad-2 of float32 on these validation scenes and the motorcycle pair (auto takes "
+                   "int8 only where it does)")
     p.add_argument("--config", default="config/train/teacher_s9.yaml", help="training config whose generated "
                    "(exactly labelled) sources the calibration pairs come from")
     p.add_argument("--iters", type=int, default=None)

@@ -2,8 +2,10 @@
 compiled by OpenVINO for each input size, while the solver loop (Anderson, hyper-Anderson, budgets, warm starts,
 the divergence fallback) stays the Predictor's own in PyTorch. One algorithm whichever backend runs it.
 
-OpenVINO is optional (`pip install openvino`). Precision: "fp32", "bf16", or "auto": OpenVINO's own choice, bf16 on
-CPUs with AMX or AVX-512 BF16 and fp32 elsewhere.
+OpenVINO is optional (`pip install 'ges_ros[openvino]'`). Precision: "fp32", "bf16" (AMX or AVX-512 BF16 CPUs),
+"int8" (the graphs quantized by NNCF, see ges_core/quantize.py; what stays in float runs fp32), "int8_bf16" (the
+same, the float rest in bf16), or "auto": bf16 where the CPU has it, else fp32; the int8 variant of that instead
+where the weights record that int8 passed its accuracy check (operating_point "int8").
 """
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ from torch import nn
 
 from .model.ges import GES, Encoded
 from .model.volume import VolumeLookup
+from . import quantize
 
-PRECISIONS = ("auto", "fp32", "bf16")
-_OV_TYPES = {"fp32": "f32", "bf16": "bf16"}      # our names -> OpenVINO's
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "int8_bf16")
+_OV_TYPES = {"fp32": "f32", "bf16": "bf16", "int8": "f32", "int8_bf16": "bf16"}   # the float part, OpenVINO's names
+INT8 = ("int8", "int8_bf16")
 BACKENDS = ("torch", "openvino")
 BACKEND_CHOICES = ("auto", *BACKENDS)   # "auto": resolve_backend
 DEFAULT_BACKEND = "auto"     # the node's, `ges predict`'s and the benchmarks' default: see resolve_backend
@@ -89,8 +93,8 @@ def check_backend(backend: str, precision: str, device: str) -> None:
         raise ValueError(f"unknown backend {backend!r}; valid: {list(BACKENDS)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")
-    if backend == "torch" and precision == "bf16":
-        raise ValueError("precision bf16 is the openvino backend's; the torch backend runs float32")
+    if backend == "torch" and precision not in ("auto", "fp32"):
+        raise ValueError(f"precision {precision} is the openvino backend's; the torch backend runs float32")
     if backend == "openvino":
         if str(device) != "cpu":
             raise ValueError(f"the openvino backend runs on the CPU, not device {device!r}")
@@ -98,6 +102,26 @@ def check_backend(backend: str, precision: str, device: str) -> None:
         if missing:
             raise ValueError(f"backend openvino needs {' and '.join(missing)}, not installed: pip install "
                              f"'ges_ros[openvino]' (or pip install {' '.join(missing)}), or backend:=torch")
+        if precision in INT8 and quantize.nncf_missing():
+            raise ValueError(f"precision {precision} needs nncf, not installed: pip install 'ges_ros[openvino]' "
+                             f"(or pip install nncf), or precision:=auto")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO runs bf16 natively on this CPU (AMX or AVX-512 BF16)."""
+    import openvino as ov
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def resolve_precision(precision: str, int8_ok: bool = False) -> str:
+    """"auto" -> "bf16" where the CPU has it, else "fp32"; the int8 variant of that when int8_ok (the weights
+    passed the int8 accuracy check) and nncf is installed. Other names as they are."""
+    if precision != "auto":
+        return precision
+    float_part = "bf16" if cpu_has_bf16() else "fp32"
+    if int8_ok and not quantize.nncf_missing():
+        return "int8_bf16" if float_part == "bf16" else "int8"
+    return float_part
 
 
 # ------------------------------------------------------------------ the three graphs, as traceable modules
@@ -173,7 +197,7 @@ class _Compiled:
     `from_cache` says whether this one did."""
 
     def __init__(self, core, model: GES, height: int, width: int, config: dict,
-                 cache: Optional[Path] = None, key: str = "") -> None:
+                 cache: Optional[Path] = None, key: str = "", calibration: Optional[str] = None) -> None:
         import openvino as ov
         left = torch.zeros(1, 3, height, width)
         with torch.no_grad():
@@ -188,12 +212,19 @@ class _Compiled:
         self.from_cache = folder is not None and all((folder / f"{n}.xml").is_file() for n, _, _ in graphs)
         if cache is not None:
             config = {**config, "CACHE_DIR": str(cache / "blobs")}
+        samples = None
+        if calibration is not None and not self.from_cache:
+            pairs = quantize.calibration_pairs(calibration, height, width)
+            samples = quantize.calibration_samples(model, pairs, model.config.iters, _flat_encoding,
+                                                   self.layout.step_inputs)
         self.requests = []
-        for name, module, example in graphs:
+        for k, (name, module, example) in enumerate(graphs):
             if self.from_cache:
                 ov_model = core.read_model(str(folder / f"{name}.xml"))
             else:
                 ov_model = _to_openvino(core, module, example)
+                if samples is not None and name in quantize.QUANTIZED_GRAPHS:
+                    ov_model = quantize.quantize_graph(ov_model, samples[k])
                 if folder is not None:
                     try:
                         folder.mkdir(parents=True, exist_ok=True)
@@ -206,7 +237,8 @@ class _Compiled:
             compiled = core.compile_model(ov_model, "CPU", config)
             self.requests.append(compiled.create_infer_request())
         ov_type = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-        self.precision = {v: k for k, v in _OV_TYPES.items()}.get(ov_type, ov_type)      # "fp32", "bf16"
+        float_part = {"f32": "fp32", "bf16": "bf16"}.get(ov_type, ov_type)
+        self.precision = float_part if calibration is None else ("int8" if float_part == "fp32" else "int8_bf16")
 
     def run(self, which: int, inputs: Sequence[torch.Tensor], *, share_outputs: bool) -> List[torch.Tensor]:
         arrays = [np.ascontiguousarray(t.detach().float().numpy()) for t in inputs]
@@ -229,16 +261,20 @@ class OpenVinoNetwork:
     rest of the GES interface the Predictor uses (solve, initial_state, upsample_init) is the model's own. No
     other attribute of the model is passed through."""
 
-    def __init__(self, model: GES, *, precision: str = "auto") -> None:
+    def __init__(self, model: GES, *, precision: str = "auto", int8_ok: bool = False,
+                 int8_calibration: str = "generated") -> None:
+        """precision: see the module docstring (auto resolved here, int8_ok: the weights' int8 check);
+        int8_calibration: the int8 calibration pairs, "generated" or a folder (ges_core/quantize.py)."""
         check_backend("openvino", precision, "cpu")
         import openvino as ov
         self.model = model.eval()
         self.core = ov.Core()
-        self.precision = precision
+        self.precision = resolve_precision(precision, int8_ok)
+        check_backend("openvino", self.precision, "cpu")
+        self.calibration = int8_calibration if self.precision in INT8 else None
         # as many threads as PyTorch is set to use (OMP_NUM_THREADS, torch.set_num_threads): one setting for both
-        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-        if precision != "auto":
-            self.config["INFERENCE_PRECISION_HINT"] = _OV_TYPES[precision]
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                       "INFERENCE_PRECISION_HINT": _OV_TYPES[self.precision]}
         self._compiled: "OrderedDict[Tuple[int, int], _Compiled]" = OrderedDict()
         self._current: Optional[_Compiled] = None
         self.cache = cache_root()
@@ -250,7 +286,11 @@ class OpenVinoNetwork:
         was made, and the config holds inference settings such as the soft-argmin's top-k)."""
         config = hashlib.sha256(json.dumps(dataclasses.asdict(self.model.config), sort_keys=True,
                                            default=str).encode()).hexdigest()[:8]
-        return f"{weights_digest(self.model)}{config}_{_code_digest()}_{self.precision}_ov{self._ov_version}"
+        key = f"{weights_digest(self.model)}{config}_{_code_digest()}_{self.precision}_ov{self._ov_version}"
+        if self.calibration is not None:
+            import nncf
+            key += f"_{quantize.calibration_id(self.calibration)}_nncf{nncf.__version__}"
+        return key
 
     def prepare(self, height: int, width: int) -> bool:
         """Compile the graphs of an (height, width) input now, unless they are; -> whether it compiled."""
@@ -263,7 +303,8 @@ class OpenVinoNetwork:
         key = (height, width)
         if key not in self._compiled:
             cache_key = self.cache_key() if self.cache is not None else ""
-            self._compiled[key] = _Compiled(self.core, self.model, height, width, self.config, self.cache, cache_key)
+            self._compiled[key] = _Compiled(self.core, self.model, height, width, self.config, self.cache, cache_key,
+                                            self.calibration)
             self.last_from_cache = self._compiled[key].from_cache
             while len(self._compiled) > SIZES_KEPT:
                 self._compiled.popitem(last=False)
@@ -272,7 +313,8 @@ class OpenVinoNetwork:
 
     @property
     def inference_precision(self) -> str:
-        """What OpenVINO runs at ("fp32", "bf16"), once a size has been compiled; the request otherwise."""
+        """What OpenVINO runs at ("fp32", "bf16", "int8", "int8_bf16"), once a size has been compiled; the
+        resolved request otherwise."""
         return self._current.precision if self._current is not None else self.precision
 
     def encode(self, left: torch.Tensor, right: torch.Tensor) -> Encoded:
@@ -308,13 +350,16 @@ class OpenVinoNetwork:
         return self.model.solve(enc, step=self.step, **kwargs)
 
 
-def make_network(model: GES, backend: str, precision: str, device: str):
+def make_network(model: GES, backend: str, precision: str, device: str, *, int8_ok: bool = False,
+                 int8_calibration: str = "generated"):
     """The object the Predictor runs: the model itself (torch) or its OpenVINO-compiled parts; backend as
     resolve_backend returned it."""
     check_backend(backend, precision, device)
-    return model if backend == "torch" else OpenVinoNetwork(model, precision=precision)
+    if backend == "torch":
+        return model
+    return OpenVinoNetwork(model, precision=precision, int8_ok=int8_ok, int8_calibration=int8_calibration)
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "OpenVinoNetwork", "check_backend", "make_network", "openvino_available",
-           "openvino_missing",
+__all__ = ["BACKENDS", "PRECISIONS", "OpenVinoNetwork", "check_backend", "cpu_has_bf16", "make_network",
+           "openvino_available", "openvino_missing", "resolve_precision",
            "resolve_backend", "BACKEND_CHOICES", "DEFAULT_BACKEND"]

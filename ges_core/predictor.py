@@ -29,10 +29,14 @@ class BackendFallbackWarning(UserWarning):
 
 class Predictor:
     def __init__(self, model: GES, *, device: Union[str, torch.device] = "cpu", solver: Optional[str] = None,
-                 backend: str = "auto", precision: str = "auto", operating_point: Optional[dict] = None) -> None:
+                 backend: str = "auto", precision: str = "auto", operating_point: Optional[dict] = None,
+                 int8_calibration: str = "generated") -> None:
         """backend: "torch", "openvino" (CPU; the network's parts compiled per input size, the solver loop
         unchanged) or "auto" (openvino on a CPU where it is installed); precision: the openvino backend's, "auto"
-        (bf16 where the CPU has AMX or AVX-512 BF16), "fp32" or "bf16". operating_point: what the weights record
+        (bf16 where the CPU has AMX or AVX-512 BF16, else fp32; their int8 variant where the weights' operating
+        point says int8 passed its accuracy check), "fp32", "bf16", "int8" or "int8_bf16" (ges_core/ov_backend.py);
+        int8_calibration: the int8 calibration pairs ("generated" or a folder, ges_core/quantize.py).
+        operating_point: what the weights record
         of how to run them (`preferred_pixels` for input_scale auto; `confidence_calibration`, a monotone map
         {"x": raw, "y": calibrated} applied to every confidence)."""
         from .ov_backend import make_network, resolve_backend
@@ -41,10 +45,12 @@ class Predictor:
         self.config: GESConfig = model.config
         self.solver = solver or model.config.solver
         self.backend = resolve_backend(backend, str(self.device))
-        self.net = make_network(self.model, self.backend, precision, str(self.device))
+        self.operating_point = dict(operating_point or {})
+        int8_ok = bool((self.operating_point.get("int8") or {}).get("ok", False))
+        self.net = make_network(self.model, self.backend, precision, str(self.device), int8_ok=int8_ok,
+                                int8_calibration=int8_calibration)
         self.fallback_reason: Optional[str] = None   # set when the chosen backend failed and torch took over
         self.compile_from_cache = False     # whether the last size compiled came from the on-disk cache
-        self.operating_point = dict(operating_point or {})
         calib = self.operating_point.get("confidence_calibration")
         self._conf_map = (np.asarray(calib["x"], np.float32), np.asarray(calib["y"], np.float32)) if calib else None
         self._iter_ms: Optional[float] = None     # online estimate of one solver iteration
@@ -178,7 +184,7 @@ def check_device(device: str) -> str:
 
 def load_predictor(weights: Union[str, os.PathLike] = "default", *, device: str = "cpu",
                    solver: Optional[str] = None, config_overrides: Optional[dict] = None, backend: str = "auto",
-                   precision: str = "auto"):
+                   precision: str = "auto", int8_calibration: str = "generated"):
     """weights: "default" (shipped), a .safetensors file, or an exported .onnx model.
     device: "cpu", "cuda", "cuda:N" or "auto". solver: fixed_point | anderson | hyper_anderson.
     backend: torch | openvino | auto (openvino on a CPU where it is installed); precision: see Predictor."""
@@ -207,7 +213,8 @@ def load_predictor(weights: Union[str, os.PathLike] = "default", *, device: str 
     if warning:
         warnings.warn(f"{resolve_weights(weights)}: {warning}")
     return Predictor(model, device=device, solver=solver, backend=backend, precision=precision,
-                     operating_point=operating_point_of(meta, resolve_weights(weights)))
+                     operating_point=operating_point_of(meta, resolve_weights(weights)),
+                     int8_calibration=int8_calibration)
 
 
 def operating_point_of(meta: dict, path) -> dict:

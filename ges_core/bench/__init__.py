@@ -61,7 +61,10 @@ def add_bench_parser(sub, modes: Optional[Dict[str, Tuple[Callable[[argparse.Nam
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
                    help="accuracy, latency: the network's runtime (auto: openvino on a CPU where installed)")
     p.add_argument("--precision", default="auto", choices=BACKEND_PRECISIONS,
-                   help="accuracy, latency: the openvino backend's (auto: bf16 where the CPU has AMX or AVX-512 BF16)")
+                   help="accuracy, latency: the openvino backend's (auto: bf16 where the CPU has AMX or AVX-512 BF16, "
+                   "their int8 variant where the weights passed the int8 check)")
+    p.add_argument("--int8-calibration", default="generated",
+                   help="accuracy: int8 rows also calibrated on this folder of NNNN_left / NNNN_right pairs")
     p.add_argument("--preset", default="small", help="memory: preset")
     p.add_argument("--presets", nargs="+", default=["small", "paper"])
     p.add_argument("--height", type=int, default=256)

@@ -16,31 +16,76 @@ def _is_synthetic(row: Dict[str, object]) -> bool:
     return "synthetic" in str(row.get("scene", "")).lower()
 
 
+INT8_EPE_LIMIT = 1.0        # % of the float32 EPE that int8 may cost (issue #28), on every set
+INT8_BAD2_LIMIT = 0.2       # bad-2 points
+
+
+def int8_passes(fp32: List[float], int8: List[float]) -> bool:
+    """[EPE, bad-2] per set, float32 and int8: whether int8 stays within the limits on every set."""
+    return all(q[0] <= f[0] * (1 + INT8_EPE_LIMIT / 100) and q[1] <= f[1] + INT8_BAD2_LIMIT
+               for f, q in zip(zip(fp32[::2], fp32[1::2]), zip(int8[::2], int8[1::2])))
+
+
+def real_means(predictor, sets, iters: int) -> List[float]:
+    """[EPE, bad-2] of the real scenes' mean per set (synthetic scenes left out), at the pipeline's defaults."""
+    from ..evaluate import evaluate, scored
+    values: List[float] = []
+    for _, _, ds in sets:
+        got = [r for r in scored(evaluate(ds, predictor, iters=iters, progress=False)) if not _is_synthetic(r)]
+        values += [float(np.mean([r["ges_epe"] for r in got])), float(np.mean([r["ges_bad2"] for r in got]))]
+    return values
+
+
+def validation_sets(data) -> list:
+    """(key, title, dataset): the scene folders of `data` when it is a folder, and the motorcycle pair."""
+    from ..data.datasets import MotorcycleDataset, build_dataset
+    sets = [("motorcycle", "motorcycle (scikit-image, Middlebury 2014, quarter size)", MotorcycleDataset())]
+    if data and Path(data).is_dir():
+        sets.insert(0, ("scenes", f"scene folders of {data}", build_dataset("folder", data)))
+    return sets
+
+
 def _runtime_rows(args, sets, pred) -> List[str]:
     """The same weights, solver and iterations on each runtime this machine has (torch fp32; the openvino
-    backend's fp32 and bf16 where OpenVINO is installed), beside the one measured above: what changing the runtime
-    costs in accuracy."""
+    backend's fp32, bf16, int8 and int8_bf16 where OpenVINO and NNCF are installed, int8 calibrated on generated
+    pairs and, with --int8-calibration FOLDER, on those), beside the one measured above: what changing the runtime
+    costs in accuracy, and whether int8 stays within its limits of float32 (the check auto's choice of int8 rests
+    on: `ges operating-point --int8-check`)."""
     from .. import load_predictor
     from ..config import GESConfig
-    from ..evaluate import evaluate, scored
-    from ..ov_backend import openvino_available
+    from ..ov_backend import cpu_has_bf16, openvino_available
+    from ..quantize import GENERATED, nncf_missing
     if str(args.weights).lower().endswith(".onnx") or args.device != "cpu":
         return []
-    runtimes = [("torch", "auto")] + ([("openvino", "fp32"), ("openvino", "bf16")] if openvino_available() else [])
-    rows = []
-    for backend, precision in runtimes:
+    runtimes = [("torch", "auto", GENERATED)]
+    if openvino_available():
+        runtimes += [("openvino", "fp32", GENERATED), ("openvino", "bf16", GENERATED)]
+        if not nncf_missing():
+            folder = getattr(args, "int8_calibration", GENERATED)
+            for precision in ("int8", "int8_bf16"):
+                runtimes += [("openvino", precision, c) for c in dict.fromkeys([GENERATED, folder])]
+    rows, measured = [], {}
+    for backend, precision, calibration in runtimes:
+        if precision.endswith("bf16") and not cpu_has_bf16():
+            continue                      # OpenVINO would run fp32 and say so: the fp32 rows already show it
         other = load_predictor(args.weights, device=args.device, solver=pred.solver, backend=backend,
-                               precision=precision)
-        cells = []
-        for _, _, ds in sets:
-            got = [r for r in scored(evaluate(ds, other, iters=GESConfig.iters, progress=False))
-                   if not _is_synthetic(r)]
-            cells += [f"{np.mean([r['ges_epe'] for r in got]):.3f}", f"{np.mean([r['ges_bad2'] for r in got]):.2f}"]
-        rows.append([other.runtime + (" (above)" if other.runtime == pred.runtime else ""), *cells])
-        print(f"accuracy runtime {other.runtime}: {cells}", flush=True)
-    head = ["runtime"] + sum(([f"{k} EPE (px)", f"{k} bad-2 (%)"] for k, _, _ in sets), [])
+                               precision=precision, int8_calibration=calibration)
+        values = real_means(other, sets, GESConfig.iters)
+        name = other.runtime + (f", calibrated on {calibration}" if "int8" in precision else "")
+        measured[(backend, precision, calibration)] = values
+        check = ""
+        if "int8" in precision:
+            ref = measured.get(("openvino", "bf16" if precision.endswith("bf16") else "fp32", GENERATED))
+            check = ("within" if int8_passes(ref, values) else "outside") if ref else "-"
+        rows.append([name + (" (above)" if other.runtime == pred.runtime and calibration == GENERATED else ""),
+                     *(f"{v:.3f}" if i % 2 == 0 else f"{v:.2f}" for i, v in enumerate(values)), check])
+        print(f"accuracy runtime {name}: {rows[-1][1:]}", flush=True)
+    head = ["runtime"] + sum(([f"{k} EPE (px)", f"{k} bad-2 (%)"] for k, _, _ in sets), []) + [
+        f"int8 within {INT8_EPE_LIMIT:g} % EPE / {INT8_BAD2_LIMIT:g} pt bad-2 of its float part"]
     return [f"### The same weights on each runtime ({pred.solver}, {GESConfig.iters} iterations)", "",
-            "bf16 runs where the CPU has it (AMX or AVX-512 BF16); elsewhere OpenVINO runs fp32 and says so.", "",
+            "bf16 runs where the CPU has it (AMX or AVX-512 BF16); elsewhere OpenVINO runs fp32 and says so. int8: "
+            "the three graphs quantized by NNCF (ges_core/quantize.py), the float rest in fp32 (int8) or bf16 "
+            "(int8_bf16), compared with that float precision on every set.", "",
             md_table(head, rows), ""]
 
 
@@ -49,14 +94,11 @@ def bench_accuracy(args) -> str:
     motorcycle pair, and both against the solver's iteration count."""
     from .. import load_predictor
     from ..config import GESConfig
-    from ..data.datasets import MotorcycleDataset, build_dataset
     from ..evaluate import evaluate, format_table, mean_row, scored
     # the node's defaults are the core's inference defaults (ges_ros.params reads them from GESConfig)
     pred = load_predictor(args.weights, device=args.device, solver=args.solver or GESConfig.solver,
-                          backend=args.backend, precision=args.precision)
-    sets = [("motorcycle", "motorcycle (scikit-image, Middlebury 2014, quarter size)", MotorcycleDataset())]
-    if args.data and Path(args.data).is_dir():
-        sets.insert(0, ("scenes", f"scene folders of {args.data}", build_dataset("folder", args.data)))
+                          backend=args.backend, precision=args.precision)      # int8 (if auto takes it): generated
+    sets = validation_sets(args.data)
     body = ["## accuracy — shipped weights beside OpenCV SGBM on real scenes", "",
             f"{machine_line()}; weights {args.weights} (solver {pred.solver}, {GESConfig.iters} iterations, the node's "
             "default; runtime {runtime}); SGBM: OpenCV StereoSGBM 3-way, block 5, P1/P2 = 8/32 x block^2, "

@@ -24,14 +24,15 @@ def _stage_times(model, left, right, repeats: int) -> Dict[str, float]:
     return {"encode": enc_ms, "per_iter": it_ms, "upsample": up_ms}
 
 
-VARIANTS = ("eager", "channels_last", "compile", "openvino_fp32", "openvino_bf16")
+VARIANTS = ("eager", "channels_last", "compile", "openvino_fp32", "openvino_bf16", "openvino_int8",
+            "openvino_int8_bf16")
 
 
 def latency_variant(model, variant: str):
     """The model as a latency variant: eager; channels_last (2D and 3D conv weights and the inputs
     channels-last, NHWC / NDHWC); compile
     (torch.compile of the encoder + volume, the update step and the upsampling, each on its own); openvino_fp32 /
-    openvino_bf16 (the openvino backend's network at that precision)."""
+    _bf16 / _int8 / _int8_bf16 (the openvino backend's network at that precision)."""
     import copy
     if variant == "eager":
         return model
@@ -106,8 +107,9 @@ def bench_latency(args) -> str:
             f"{args.repeats} after a warm-up; total = encoders + cost volume + 3D UNet, plus iterations x one update, "
             "plus convex upsampling; SGBM (OpenCV, 3-way, range min(max_disp, 256)) on the same input in the same run.",
             "Variants: eager; channels_last (conv weights and inputs channels-last); compile (torch.compile of encoder + volume, "
-            "update step and upsampling; compile time not counted); openvino_fp32 / openvino_bf16 (the openvino "
-            "backend's compiled encode, update and upsampling at that precision; compile time not counted).",
+            "update step and upsampling; compile time not counted); openvino_fp32 / _bf16 / _int8 / _int8_bf16 (the "
+            "openvino backend's compiled encode, update and upsampling at that precision, int8 calibrated on "
+            "generated pairs; compile and quantization time not counted).",
             "", md_table(["preset", "size", "variant", "iterations", "encode+volume ms", "per iteration ms",
                           "upsample ms", "total ms", "SGBM ms", "GES/SGBM"], rows),
             "", "`ges bench latency --presets " + " ".join(args.presets) + " --sizes "
@@ -131,15 +133,24 @@ def _node_default_latency(args) -> Tuple[List[List[object]], str]:
     right = cv2.resize(s["right"], (w, h), interpolation=cv2.INTER_AREA)
     from ..ov_backend import resolve_backend
     iters = GESConfig.iters
-    # the runtime asked for (the node's default: auto), and PyTorch float32 beside it when that is another
+    # the runtime asked for (the node's default: auto), then each other openvino precision forced (what a CPU
+    # without bf16 runs: fp32 and int8), and PyTorch float32 beside them
     runtimes = [(args.backend, args.precision)]
     if resolve_backend(args.backend, args.device) != "torch":
+        from ..ov_backend import PRECISIONS, cpu_has_bf16
+        from ..quantize import nncf_missing
+        runtimes += [("openvino", p) for p in PRECISIONS[1:] if p != args.precision
+                     and not (p.startswith("int8") and nncf_missing())
+                     and not (p.endswith("bf16") and not cpu_has_bf16())]
         runtimes.append(("torch", "auto"))
     sgbm_ms = median_ms(lambda: sgbm_stereo_image_proc(left, right), args.repeats)
-    rows = []
+    rows, seen = [], set()
     for backend, precision in runtimes:
         pred = load_predictor(args.weights, device=args.device, solver=GESConfig.solver, backend=backend,
                               precision=precision)
+        if pred.runtime in seen:          # a forced precision that auto already resolved to
+            continue
+        seen.add(pred.runtime)
         ges_ms = median_ms(lambda: pred.predict(left, right, iters=iters), args.repeats)
         print(f"latency node defaults {w}x{h} {pred.runtime}: GES {ges_ms:.0f} ms, SGBM {sgbm_ms:.0f} ms "
               f"({ges_ms / sgbm_ms:.1f}x)", flush=True)
