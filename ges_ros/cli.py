@@ -37,7 +37,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from .replay import replay
     params = {p.name: p.default for p in PARAMS}
     params.update(load_node_params(args.params))
-    for key in ("weights", "device", "iters", "backend", "precision"):
+    for key in ("weights", "device", "iters", "backend", "precision", "int8_calibration"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     if args.approximate_sync:
@@ -47,7 +47,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         params["approximate_sync_tolerance_seconds"] = args.slop
     calibration = core_cli.calibration_from_args(args)
     predictor = load_predictor(params["weights"], device=params["device"], solver=params["solver"],
-                               backend=params["backend"], precision=params["precision"])
+                               backend=params["backend"], precision=params["precision"],
+                               int8_calibration=params["int8_calibration"])
     topics = {"left": args.left, "right": args.right, "left_info": args.left_info, "right_info": args.right_info}
     summary = replay(args.input, args.output, predictor, params=ProcessingParams.from_dict(params), topics=topics,
                      namespace=args.namespace, approximate=bool(params["approximate_sync"]),
@@ -90,6 +91,7 @@ def add_ros_commands(sub) -> None:
     p.add_argument("--device")
     p.add_argument("--backend", choices=BACKEND_CHOICES)
     p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--int8-calibration", help="int8's calibration pairs: generated or a folder of pairs")
     p.add_argument("--iters", type=int)
     p.add_argument("--rate", type=float, default=None, help="feed the bag at R x its recorded speed")
     p.add_argument("--max-rate", action="store_true", help="as fast as possible (the default)")

@@ -38,7 +38,11 @@ PARAMS = (
           "PyTorch), torch, openvino (CPU); the solver loop is the same in each", read_only=True,
           choices=BACKEND_CHOICES),
     Param("precision", "auto", "the openvino backend's precision: auto (bf16 where the CPU has AMX or AVX-512 "
-          "BF16, else fp32), fp32, bf16", read_only=True, choices=PRECISIONS),
+          "BF16, else fp32; int8 / int8_bf16 instead where the weights passed their int8 check), fp32, bf16, int8 "
+          "(NNCF-quantized, the float rest fp32), int8_bf16", read_only=True, choices=PRECISIONS),
+    Param("int8_calibration", "generated", "int8's calibration pairs: generated (procedural scenes) or a folder of "
+          "NNNN_left / NNNN_right images (frames from this camera calibrate best); each new size is quantized once "
+          "(tens of seconds) and cached", read_only=True),
     Param("iters", GESConfig.iters, "solver iterations per pair (upper bound when budget_ms > 0)", (1, 64), scope="pipeline"),
     Param("solver", GESConfig.solver, "fixed-point solver (hyper_anderson: the learned one shipped with the default "
           "weights; weights without it fall back to anderson with a warning)",

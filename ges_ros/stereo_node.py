@@ -168,7 +168,8 @@ class StereoNode(Node):
         device = self.get_parameter("device").value
         solver = self.get_parameter("solver").value
         return load_predictor(weights, device=device, solver=solver, backend=self.get_parameter("backend").value,
-                              precision=self.get_parameter("precision").value)
+                              precision=self.get_parameter("precision").value,
+                              int8_calibration=self.get_parameter("int8_calibration").value)
 
     def _solvers(self) -> tuple:
         """The solvers the loaded predictor can run (an exported graph: none to switch to)."""
@@ -460,7 +461,9 @@ class StereoNode(Node):
                 self.get_logger().info(f"loaded the compiled network for {size} (network scale {result.scale:.3g}) "
                                        f"from the cache in {seconds:.1f} s (runtime={self.runtime()})")
             else:
-                self.get_logger().info(f"compiled the network for {size} (network scale {result.scale:.3g}) in "
+                done = ("quantized (int8, calibrated on the network's own float32 run of a few pairs) and compiled"
+                        if "int8" in self.runtime() else "compiled")
+                self.get_logger().info(f"{done} the network for {size} (network scale {result.scale:.3g}) in "
                                        f"{seconds:.1f} s, first time for this size; kept in the cache for the next "
                                        f"start (runtime={self.runtime()})")
         reason = getattr(self.predictor, "fallback_reason", None)

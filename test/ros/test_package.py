@@ -73,8 +73,8 @@ def test_runtime_dependencies_are_named_where_a_user_installs_from():
     assert {"safetensors", "rosbags", "numba", "numpy", "opencv-python-headless"} <= requires
     extras = {ast.literal_eval(k): [ast.literal_eval(e).split(">")[0] for e in v.elts]
               for k, v in zip(kw["extras_require"].keys, kw["extras_require"].values) if isinstance(v, ast.List)}
-    assert {"openvino", "onnx"} <= set(extras["openvino"])
-    pip_only = "pip install safetensors rosbags openvino onnx"
+    assert {"openvino", "onnx", "nncf"} <= set(extras["openvino"])
+    pip_only = "pip install safetensors rosbags openvino onnx nncf"
     assert pip_only in (ROOT / "package.xml").read_text() and pip_only in (ROOT / "README.md").read_text()
 
 
