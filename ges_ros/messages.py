@@ -154,15 +154,15 @@ def pointcloud_msg(types: MessageTypes, hdr, d_ros: np.ndarray, valid: np.ndarra
     fields, step = pointcloud_fields(types, use_color=use_color, avoid_padding=avoid_padding)
     value, view = types.buffer(height * width * step)
     # the points as ges_core.geometry.point_cloud_xyz computes them (the same float32 operations, so the same
-    # bytes; test), written in one pass by a compiled loop: the numpy / OpenCV version needed a pass per field or a
-    # plane-then-interleave pass per band, 13.8 ms against 6.9 ms at 1920x1200 padded (74 MB; writing 74 MB alone
-    # takes 4 ms on two threads here). Large clouds are written by two threads, a half each (the loop drops the GIL).
+    # bytes; test), written in one pass by a compiled loop (_write_points): the numpy / OpenCV version needed a pass
+    # per field or a plane-then-interleave pass per band. Large clouds are written by two threads, a half each (the
+    # loop drops the GIL).
     us = (np.arange(width, dtype=np.float32) - np.float32(calib.cx_left)) / np.float32(calib.fx)
     vs = (np.arange(height, dtype=np.float32) - np.float32(calib.cy)) / np.float32(calib.fy)
     colour = np.ascontiguousarray(rgb[..., :3]) if use_color else np.zeros((1, 1, 3), np.uint8)
     args = (np.ascontiguousarray(d_ros, dtype=np.float32), np.ascontiguousarray(valid, dtype=np.bool_), colour,
             use_color, view.view(np.float32), view.view(np.uint32), np.float32(calib.fx * calib.baseline), us, vs,
-            np.float32(min_depth), np.float32(max_depth), step // 4, (12 if avoid_padding else 16) // 4)
+            np.float32(min_depth), np.float32(max_depth), step // 4)
     if height > 1 and height * width * step >= PARALLEL_BYTES:
         half = height // 2
         list(_cloud_threads().map(lambda rows: _write_points(*args, *rows), ((0, half), (half, height))))
@@ -184,32 +184,39 @@ def _write_disparity(d, valid, invalid_value, out):  # pragma: no cover (compile
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def _write_points(d, valid, rgb, use_color, out_f, out_u, focal_baseline, us, vs, min_depth, max_depth, words,
-                  rgb_word, row_begin, row_end):  # pragma: no cover (compiled; its callers are tested)
-    """Rows [row_begin, row_end) of the cloud: x y z (NaN where there is no point: invalid, d <= 0, or outside the
-    depth limits, max_depth <= 0 none), the packed colour (little-endian 0x00RRGGBB) when use_color, zeros in
-    every other word of the point."""
+                  row_begin, row_end):  # pragma: no cover (compiled; its callers are tested)
+    """Rows [row_begin, row_end) of the cloud in pointcloud_fields' layouts (words = point_step / 4): x y z (NaN
+    where there is no point: invalid, d <= 0, or outside the depth limits, max_depth <= 0 none), the packed colour
+    (little-endian 0x00RRGGBB) when use_color, zeros in every other word of the point.
+
+    Branch-free, and each layout's words stored at constant offsets, so that the compiler merges a point's stores
+    into one or two vector stores: at 1920x1200 padded on a 2-core EPYC 8.2 -> 5.4 ms (scene mask) and 9.3 -> 3.7 ms
+    (10 % random invalid), measured, the same bytes as the per-word loop before it."""
     width = d.shape[1]
     nan = np.float32(np.nan)
     zero = np.float32(0.0)
+    far = max_depth if max_depth > 0 else np.float32(np.inf)
     for r in range(row_begin, row_end):
         v = vs[r]
         for c in range(width):
             dd = d[r, c]
             z = focal_baseline / dd
-            base = (r * width + c) * words
-            if (not valid[r, c]) or dd <= 0 or z < min_depth or (max_depth > 0 and z > max_depth):
-                out_f[base] = nan
-                out_f[base + 1] = nan
-                out_f[base + 2] = nan
-            else:
-                out_f[base] = z * us[c]
-                out_f[base + 1] = z * v
-                out_f[base + 2] = z
-            for k in range(3, words):
-                out_f[base + k] = zero
+            z = z if valid[r, c] and dd > 0 and z >= min_depth and z <= far else nan
+            colour = np.uint32(0)
             if use_color:
-                out_u[base + rgb_word] = ((np.uint32(rgb[r, c, 0]) << 16) | (np.uint32(rgb[r, c, 1]) << 8)
-                                          | np.uint32(rgb[r, c, 2]))
+                colour = (np.uint32(rgb[r, c, 0]) << 16) | (np.uint32(rgb[r, c, 1]) << 8) | np.uint32(rgb[r, c, 2])
+            base = (r * width + c) * words
+            out_f[base] = z * us[c]
+            out_f[base + 1] = z * v
+            out_f[base + 2] = z
+            if words == 8:                  # x y z pad | rgb pad pad pad
+                out_f[base + 3] = zero
+                out_u[base + 4] = colour
+                out_u[base + 5] = 0
+                out_u[base + 6] = 0
+                out_u[base + 7] = 0
+            elif words == 4:                # x y z rgb, or x y z pad without colour
+                out_u[base + 3] = colour
 
 
 def _cloud_threads():

@@ -56,11 +56,12 @@ def test_cloud_layout_as_stereo_image_proc(avoid_padding, color, step):
         assert f["rgb"].view(np.uint32)[0, 0] == 0x070707
 
 
+@pytest.mark.parametrize("color", [True, False])
 @pytest.mark.parametrize("avoid_padding", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_cloud_written_by_one_thread_or_two_matches_the_whole_image(avoid_padding, threads, monkeypatch):
+def test_cloud_written_by_one_thread_or_two_matches_the_whole_image(avoid_padding, threads, color, monkeypatch):
     """One thread, or two with a half each (an odd row count), give the points of point_cloud_xyz, the colours and
-    zero padding, whatever the buffer held before."""
+    zero padding, whatever the buffer held before, in each of the four layouts."""
     from ges_ros import messages
     monkeypatch.setattr(messages, "PARALLEL_BYTES", 0 if threads == 2 else 1 << 40)
     dirty = lambda n: (lambda a: (a, a))(np.full(n, 0xAB, np.uint8))
@@ -71,15 +72,19 @@ def test_cloud_written_by_one_thread_or_two_matches_the_whole_image(avoid_paddin
     d = rng.uniform(0.5, 50, (h, w)).astype(np.float32)
     valid = rng.random((h, w)) > 0.2
     rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    msg = pointcloud_msg(t, header(t, 0, 0, "f"), d, valid, c, rgb, avoid_padding=avoid_padding)
+    msg = pointcloud_msg(t, header(t, 0, 0, "f"), d, valid, c, rgb if color else None, avoid_padding=avoid_padding)
     f = unpack_cloud(msg)
     xyz, ok = point_cloud_xyz(d, valid, c)
     for i, name in enumerate("xyz"):
-        np.testing.assert_array_equal(f[name], xyz[..., i])
-    r, g, b = (rgb[..., k].astype(np.uint32) for k in range(3))
-    np.testing.assert_array_equal(f["rgb"].view(np.uint32), (r << 16) | (g << 8) | b)
+        np.testing.assert_array_equal(f[name].view(np.uint32), xyz[..., i].view(np.uint32))
     words = np.frombuffer(msg.data, np.uint32).reshape(h, w, -1)
-    used = [0, 1, 2, 3] if avoid_padding else [0, 1, 2, 4]
+    assert words.shape[-1] == {(True, True): 4, (False, True): 8, (True, False): 3, (False, False): 4}[
+        (avoid_padding, color)]
+    used = [0, 1, 2]
+    if color:
+        r, g, b = (rgb[..., k].astype(np.uint32) for k in range(3))
+        np.testing.assert_array_equal(f["rgb"].view(np.uint32), (r << 16) | (g << 8) | b)
+        used.append(3 if avoid_padding else 4)
     assert not words[..., [k for k in range(words.shape[-1]) if k not in used]].any()
 
 
