@@ -53,10 +53,10 @@ def cache_root() -> Optional[Path]:
 
 @functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """The graphs' source (model and this backend): a change to either makes new cache entries."""
+    """The graphs' source (model, this backend and the int8 quantization): a change to any makes new cache entries."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for f in sorted([*(here / "model").glob("*.py"), Path(__file__)]):
+    for f in sorted([*(here / "model").glob("*.py"), Path(__file__), here / "quantize.py"]):
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
 

@@ -101,3 +101,22 @@ def test_the_weights_int8_record_drives_auto(tmp_path):
         assert isinstance(chosen.net, OpenVinoNetwork)
         assert chosen.net.precision == resolve_precision("auto", int8_ok=ok)
         assert (chosen.net.precision in ("int8", "int8_bf16")) == ok
+
+
+def test_the_feature_encoder_stays_in_float_and_the_3d_unet_runs_int8(pair, tmp_path, monkeypatch):
+    """What ges_core.quantize keeps in float: the feature encoder's convolutions read float activations (what the
+    correlation matches), the 3D UNet's read int8-quantized ones."""
+    import openvino as ov
+    monkeypatch.setenv("GES_CACHE_DIR", str(tmp_path / "cache"))
+    small = [cv2.resize(a, (160, 96), interpolation=cv2.INTER_AREA) for a in pair]
+    load_predictor("default", backend="openvino", precision="int8").predict(*small)
+    (encode,) = list((tmp_path / "cache").rglob("encode.xml"))
+    quantized = {}
+    for op in ov.Core().read_model(str(encode)).get_ops():
+        if op.get_type_name() == "Convolution":
+            source = op.input_value(0).get_node().get_type_name()
+            quantized[op.get_friendly_name()] = source == "FakeQuantize"
+    feature = [q for name, q in quantized.items() if "/feature_encoder/" in name]
+    unet = [q for name, q in quantized.items() if "/cost_filter/" in name]
+    assert feature and not any(feature)
+    assert unet and all(unet)
