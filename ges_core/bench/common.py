@@ -87,18 +87,27 @@ def plot(path: Path, series: Dict[str, Tuple[Sequence[float], Sequence[float]]],
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+    return interleaved_median_ms({"": fn}, repeats, warmup)[""]
+
+
+def interleaved_median_ms(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> Dict[str, float]:
+    """Median ms of each function, timed in rounds (each once a round, in turn) after `warmup` calls of each: what
+    the machine's speed does over the run (shared hosts drift by tens of per cent within minutes, measured) falls on
+    every function alike, so their ratios hold where one-after-the-other medians did not."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: Dict[str, list] = {name: [] for name in fns}
     for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+        for name, fn in fns.items():
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return {name: float(np.median(v)) for name, v in times.items()}
 
 
 # ------------------------------------------------------------------------------ memory

@@ -35,8 +35,9 @@ def test_motorcycle_accuracy_holds(record):
     # a regression in the network, the predictor or the weights moves these
     assert ges["bad2"] <= rec["ges_bad2"] + 1.0, ges
     assert ges["epe"] <= rec["ges_epe"] * 1.05 + 0.05, ges
-    # the recorded verdict against SGBM (bad-2) still holds, whichever way it went
-    assert (ges["bad2"] < sgbm["bad2"]) == rec["beats_sgbm_bad2"], (ges["bad2"], sgbm["bad2"])
+    # the standing against SGBM (bad-2) holds within a quarter point of the recorded margin, whichever way that went:
+    # the margin on this pair is a few hundredths of a point, and runtimes (bf16, int8) on other CPUs move it by that
+    assert ges["bad2"] - sgbm["bad2"] <= rec["ges_bad2"] - rec["sgbm_bad2"] + 0.25, (ges["bad2"], sgbm["bad2"])
 
 
 def test_default_weights_carry_their_operating_point():
@@ -47,3 +48,15 @@ def test_default_weights_carry_their_operating_point():
     cal = op["confidence_calibration"]
     assert cal["x"][0] == 0.0 and cal["x"][-1] == 1.0 and np.all(np.diff(cal["y"]) >= 0)
     assert "never" not in cal["data"] and "generated pairs" in cal["data"]
+
+
+def test_default_weights_record_their_int8_check():
+    """precision auto takes int8 because the weights say it passed its check on the validation set (issue #28: at
+    most 1 % EPE and 0.2 points bad-2 over its float part, on the real scenes and the motorcycle pair)."""
+    from ges_core.bench.accuracy import int8_passes
+    check = load_predictor("default", device="cpu", backend="torch").operating_point["int8"]
+    assert check["ok"] and check["sets"] == ["scenes", "motorcycle"] and check["calibration"] == "generated"
+    measured = check["measured"]
+    assert int8_passes(measured["fp32"], measured["int8"])
+    if "int8_bf16" in measured:
+        assert int8_passes(measured["bf16"], measured["int8_bf16"])
