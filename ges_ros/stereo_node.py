@@ -32,7 +32,6 @@ from .params import PARAMS, by_name
 from .processing import InputError, ProcessingParams, StereoProcessor
 from .sync import StereoInputs
 from ges_core import choose_solver
-from ges_core.ov_backend import INT8
 from ges_core.pipeline import parse_input_scale
 
 RCLError = _rclpy_c.RCLError
@@ -128,13 +127,11 @@ class StereoNode(Node):
         always reaches destroy_node and its summary (raised inside the constructor, after the line, it left no
         node to destroy and the process exited 0 silently; seen in CI)."""
         g = self.get_parameter
-        precision = getattr(getattr(self.predictor, "net", None), "precision", None)    # the openvino backend's
         first = (" (int8: the first pair of each image size is quantized and compiled, up to a minute once, then "
-                 "loaded from the cache)" if precision in INT8 else "")
+                 "loaded from the cache)" if "int8" in self.runtime() else "")
         self.get_logger().info(
             f"ready: weights={g('weights').value} device={getattr(self.predictor, 'device', '?')} "
-            f"backend={getattr(self.predictor, 'backend', 'onnxruntime')}"
-            + (f" precision={precision}{first}" if precision else "") + " "
+            f"backend={getattr(self.predictor, 'backend', 'onnxruntime')} runtime={self.runtime()}{first} "
             f"solver={getattr(self.predictor, 'solver', '?')} iters={g('iters').value}; inputs "
             f"{', '.join(self.processor.names)}; sync={'approximate' if g('approximate_sync').value else 'exact'}")
 

@@ -143,24 +143,21 @@ def _node_default_latency(args) -> Tuple[List[List[object]], str]:
                      and not (p.startswith("int8") and nncf_missing())
                      and not (p.endswith("bf16") and not cpu_has_bf16())]
         runtimes.append(("torch", "auto"))
-    timed = {"sgbm": lambda: sgbm_stereo_image_proc(left, right)}
-    names = {}
+    preds = {}                       # "backend (runtime)" -> predictor, each runtime once
     for backend, precision in runtimes:
         pred = load_predictor(args.weights, device=args.device, solver=GESConfig.solver, backend=backend,
                               precision=precision)
         pred.predict(left, right, iters=iters)          # compiles (and quantizes) the size: not timed
-        if pred.runtime in [runtime for runtime, _ in names.values()]:   # a forced precision auto resolved to
-            continue
-        key = f"{backend} ({pred.runtime})"
-        names[key] = (pred.runtime, pred.solver)
-        timed[key] = (lambda p: lambda: p.predict(left, right, iters=iters))(pred)
-    ms = interleaved_median_ms(timed, args.repeats)
+        if all(p.runtime != pred.runtime for p in preds.values()):    # else a forced precision auto resolved to
+            preds[f"{backend} ({pred.runtime})"] = pred
+    timed = {key: (lambda p: lambda: p.predict(left, right, iters=iters))(p) for key, p in preds.items()}
+    ms = interleaved_median_ms({"sgbm": lambda: sgbm_stereo_image_proc(left, right), **timed}, args.repeats)
     sgbm_ms = ms.pop("sgbm")
     rows = []
     for key, ges_ms in ms.items():
-        print(f"latency node defaults {w}x{h} {names[key][0]}: GES {ges_ms:.0f} ms, SGBM {sgbm_ms:.0f} ms "
+        print(f"latency node defaults {w}x{h} {preds[key].runtime}: GES {ges_ms:.0f} ms, SGBM {sgbm_ms:.0f} ms "
               f"({ges_ms / sgbm_ms:.1f}x)", flush=True)
-        rows.append([f"{w}x{h}", args.weights, key, names[key][1], iters, f"{ges_ms:.0f}", f"{sgbm_ms:.0f}",
+        rows.append([f"{w}x{h}", args.weights, key, preds[key].solver, iters, f"{ges_ms:.0f}", f"{sgbm_ms:.0f}",
                      f"{ges_ms / sgbm_ms:.1f}"])
     note = (f"{machine_line()}; device {args.device}; the motorcycle pair resized; median of {args.repeats} rounds "
             "after a warm-up (the openvino backend compiles, and for int8 quantizes, a size on its first pair), each "
