@@ -5,7 +5,7 @@ the divergence fallback) stays the Predictor's own in PyTorch. One algorithm whi
 OpenVINO is optional (`pip install 'ges_ros[openvino]'`). Precision: "fp32", "bf16" (AMX or AVX-512 BF16 CPUs),
 "int8" (the graphs quantized by NNCF, see ges_core/quantize.py; what stays in float runs fp32), "int8_bf16" (the
 same, the float rest in bf16), or "auto": bf16 where the CPU has it, else fp32; the int8 variant of that instead
-where the weights record that int8 passed its accuracy check (operating_point "int8").
+where the weights record that this variant passed its accuracy check (operating_point "int8").
 """
 from __future__ import annotations
 
@@ -113,14 +113,16 @@ def cpu_has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def resolve_precision(precision: str, int8_ok: bool = False) -> str:
-    """"auto" -> "bf16" where the CPU has it, else "fp32"; the int8 variant of that when int8_ok (the weights
-    passed the int8 accuracy check) and nncf is installed. Other names as they are."""
+def resolve_precision(precision: str, int8_passed: Sequence[str] = ()) -> str:
+    """"auto" -> "bf16" where the CPU has it, else "fp32"; the int8 variant of that where it is in int8_passed
+    (the weights passed the int8 accuracy check with it, quantize.int8_passed) and nncf is installed. Other names
+    as they are."""
     if precision != "auto":
         return precision
     float_part = "bf16" if cpu_has_bf16() else "fp32"
-    if int8_ok and not quantize.nncf_missing():
-        return "int8_bf16" if float_part == "bf16" else "int8"
+    quantized = "int8_bf16" if float_part == "bf16" else "int8"
+    if quantized in int8_passed and not quantize.nncf_missing():
+        return quantized
     return float_part
 
 
@@ -261,15 +263,16 @@ class OpenVinoNetwork:
     rest of the GES interface the Predictor uses (solve, initial_state, upsample_init) is the model's own. No
     other attribute of the model is passed through."""
 
-    def __init__(self, model: GES, *, precision: str = "auto", int8_ok: bool = False,
+    def __init__(self, model: GES, *, precision: str = "auto", int8_passed: Sequence[str] = (),
                  int8_calibration: str = "generated") -> None:
-        """precision: see the module docstring (auto resolved here, int8_ok: the weights' int8 check);
+        """precision: see the module docstring (auto resolved here, int8_passed: what passed the weights' int8
+        check);
         int8_calibration: the int8 calibration pairs, "generated" or a folder (ges_core/quantize.py)."""
         check_backend("openvino", precision, "cpu")
         import openvino as ov
         self.model = model.eval()
         self.core = ov.Core()
-        self.precision = resolve_precision(precision, int8_ok)
+        self.precision = resolve_precision(precision, int8_passed)
         check_backend("openvino", self.precision, "cpu")
         self.calibration = int8_calibration if self.precision in INT8 else None
         # as many threads as PyTorch is set to use (OMP_NUM_THREADS, torch.set_num_threads): one setting for both
@@ -350,14 +353,14 @@ class OpenVinoNetwork:
         return self.model.solve(enc, step=self.step, **kwargs)
 
 
-def make_network(model: GES, backend: str, precision: str, device: str, *, int8_ok: bool = False,
+def make_network(model: GES, backend: str, precision: str, device: str, *, int8_passed: Sequence[str] = (),
                  int8_calibration: str = "generated"):
     """The object the Predictor runs: the model itself (torch) or its OpenVINO-compiled parts; backend as
     resolve_backend returned it."""
     check_backend(backend, precision, device)
     if backend == "torch":
         return model
-    return OpenVinoNetwork(model, precision=precision, int8_ok=int8_ok, int8_calibration=int8_calibration)
+    return OpenVinoNetwork(model, precision=precision, int8_passed=int8_passed, int8_calibration=int8_calibration)
 
 
 __all__ = ["BACKENDS", "PRECISIONS", "OpenVinoNetwork", "check_backend", "cpu_has_bf16", "make_network",

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from . import quantize
 from .config import GESConfig
 from .model.ges import GES, build_model
 from .prediction import Prediction, as_rgb, to_input_size
@@ -46,8 +47,8 @@ class Predictor:
         self.solver = solver or model.config.solver
         self.backend = resolve_backend(backend, str(self.device))
         self.operating_point = dict(operating_point or {})
-        int8_ok = bool((self.operating_point.get("int8") or {}).get("ok", False))
-        self.net = make_network(self.model, self.backend, precision, str(self.device), int8_ok=int8_ok,
+        self.net = make_network(self.model, self.backend, precision, str(self.device),
+                                int8_passed=quantize.int8_passed(self.operating_point.get("int8")),
                                 int8_calibration=int8_calibration)
         self.fallback_reason: Optional[str] = None   # set when the chosen backend failed and torch took over
         self.compile_from_cache = False     # whether the last size compiled came from the on-disk cache

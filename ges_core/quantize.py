@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -20,6 +20,24 @@ import torch
 
 CALIBRATION_PAIRS = 8       # pairs per size; each gives one encode, `iters` update and one decode sample
 GENERATED = "generated"
+INT8_EPE_LIMIT = 1.0        # % of its float part's EPE that int8 may cost (issue #28), on every set
+INT8_BAD2_LIMIT = 0.2       # bad-2 points
+FLOAT_PARTS = {"int8": "fp32", "int8_bf16": "bf16"}    # each quantized precision and the float one it is held to
+
+
+def int8_passes(fp32: List[float], int8: List[float]) -> bool:
+    """[EPE, bad-2] per set, the float part and int8: whether int8 stays within the limits on every set."""
+    return all(q[0] <= f[0] * (1 + INT8_EPE_LIMIT / 100) and q[1] <= f[1] + INT8_BAD2_LIMIT
+               for f, q in zip(zip(fp32[::2], fp32[1::2]), zip(int8[::2], int8[1::2])))
+
+
+def int8_passed(check: Optional[Dict]) -> Tuple[str, ...]:
+    """The quantized precisions that passed the weights' int8 check (operating_point "int8", written by
+    `ges operating-point --int8-check`), each judged against its own float part from the measurements the check
+    recorded: int8_bf16 may fail against bf16 where int8 passes against fp32."""
+    measured = (check or {}).get("measured", {})
+    return tuple(q for q, f in FLOAT_PARTS.items()
+                 if q in measured and f in measured and int8_passes(measured[f], measured[q]))
 
 
 def nncf_missing() -> bool:

@@ -38,7 +38,7 @@ PARAMS = (
           "PyTorch), torch, openvino (CPU); the solver loop is the same in each", read_only=True,
           choices=BACKEND_CHOICES),
     Param("precision", "auto", "the openvino backend's precision: auto (bf16 where the CPU has AMX or AVX-512 "
-          "BF16, else fp32; int8 / int8_bf16 instead where the weights passed their int8 check), fp32, bf16, int8 "
+          "BF16, else fp32; its int8 variant, int8_bf16 / int8, where the weights' int8 check passed it), fp32, bf16, int8 "
           "(NNCF-quantized, the float rest fp32), int8_bf16", read_only=True, choices=PRECISIONS),
     Param("int8_calibration", "generated", "int8's calibration pairs: generated (procedural scenes) or a folder of "
           "NNNN_left / NNNN_right images (frames from this camera calibrate best); each new size is quantized once "

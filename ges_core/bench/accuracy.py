@@ -16,16 +16,6 @@ def _is_synthetic(row: Dict[str, object]) -> bool:
     return "synthetic" in str(row.get("scene", "")).lower()
 
 
-INT8_EPE_LIMIT = 1.0        # % of the float32 EPE that int8 may cost (issue #28), on every set
-INT8_BAD2_LIMIT = 0.2       # bad-2 points
-
-
-def int8_passes(fp32: List[float], int8: List[float]) -> bool:
-    """[EPE, bad-2] per set, float32 and int8: whether int8 stays within the limits on every set."""
-    return all(q[0] <= f[0] * (1 + INT8_EPE_LIMIT / 100) and q[1] <= f[1] + INT8_BAD2_LIMIT
-               for f, q in zip(zip(fp32[::2], fp32[1::2]), zip(int8[::2], int8[1::2])))
-
-
 def real_means(predictor, sets, iters: int) -> List[float]:
     """[EPE, bad-2] of the real scenes' mean per set (synthetic scenes left out), at the pipeline's defaults."""
     from ..evaluate import evaluate, scored
@@ -54,7 +44,7 @@ def _runtime_rows(args, sets, pred) -> List[str]:
     from .. import load_predictor
     from ..config import GESConfig
     from ..ov_backend import cpu_has_bf16, openvino_available
-    from ..quantize import GENERATED, nncf_missing
+    from ..quantize import FLOAT_PARTS, GENERATED, INT8_BAD2_LIMIT, INT8_EPE_LIMIT, int8_passes, nncf_missing
     if str(args.weights).lower().endswith(".onnx") or args.device != "cpu":
         return []
     runtimes = [("torch", "auto", GENERATED)]
@@ -75,7 +65,7 @@ def _runtime_rows(args, sets, pred) -> List[str]:
         measured[(backend, precision, calibration)] = values
         check = ""
         if "int8" in precision:
-            ref = measured.get(("openvino", "bf16" if precision.endswith("bf16") else "fp32", GENERATED))
+            ref = measured.get(("openvino", FLOAT_PARTS[precision], GENERATED))
             check = ("within" if int8_passes(ref, values) else "outside") if ref else "-"
         rows.append([name + (" (above)" if other.runtime == pred.runtime and calibration == GENERATED else ""),
                      *(f"{v:.3f}" if i % 2 == 0 else f"{v:.2f}" for i, v in enumerate(values)), check])

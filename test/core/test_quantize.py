@@ -76,30 +76,76 @@ def test_calibration_pairs_are_fixed_and_sized(tmp_path, pair):
 
 def test_auto_takes_int8_only_where_the_weights_passed_the_check(monkeypatch):
     float_part = "bf16" if cpu_has_bf16() else "fp32"
+    quantized = "int8_bf16" if float_part == "bf16" else "int8"
     assert resolve_precision("auto") == float_part
-    assert resolve_precision("auto", int8_ok=True) == ("int8_bf16" if float_part == "bf16" else "int8")
-    assert resolve_precision("fp32", int8_ok=True) == "fp32"      # asked for: as asked
+    assert resolve_precision("auto", ("int8", "int8_bf16")) == quantized
+    # each variant on its own verdict: the other one passing does not make this CPU's variant pass
+    other = "int8" if quantized == "int8_bf16" else "int8_bf16"
+    assert resolve_precision("auto", (other,)) == float_part
+    assert resolve_precision("auto", (quantized,)) == quantized
+    assert resolve_precision("fp32", ("int8", "int8_bf16")) == "fp32"      # asked for: as asked
     import ges_core.quantize as quantize
     monkeypatch.setattr(quantize, "nncf_missing", lambda: True)
-    assert resolve_precision("auto", int8_ok=True) == float_part   # no nncf: never a precision that cannot run
+    assert resolve_precision("auto", ("int8", "int8_bf16")) == float_part   # no nncf: never one that cannot run
     with pytest.raises(ValueError, match="needs nncf"):
         check_backend("openvino", "int8", "cpu")
     with pytest.raises(ValueError, match="int8 is the openvino backend's"):
         load_predictor("default", backend="torch", precision="int8")
 
 
+def test_the_int8_verdict_judges_each_variant_against_its_own_float_part():
+    """int8 against fp32, int8_bf16 against bf16, from the measurements the check recorded (EPE may grow 1 %,
+    bad-2 0.2 points, on every set); a check that measured nothing passes nothing."""
+    from ges_core.quantize import int8_passed
+    base = [0.80, 5.00, 1.30, 9.00]
+    measured = {"fp32": base, "int8": [0.807, 5.19, 1.31, 9.15],          # within on both sets
+                "bf16": base, "int8_bf16": [0.81, 5.0, 1.30, 9.0]}        # scenes' EPE +1.25 %: outside
+    assert int8_passed({"measured": measured}) == ("int8",)
+    measured["int8"] = [0.80, 5.00, 1.30, 9.21]                          # motorcycle bad-2 +0.21 pt: outside
+    assert int8_passed({"measured": measured}) == ()
+    assert int8_passed({"measured": {"fp32": base, "int8": base}}) == ("int8",)   # checked on a CPU without bf16
+    assert int8_passed(None) == () and int8_passed({"ok": True}) == ()
+
+
+def test_operating_point_records_each_variants_verdict(tmp_path, monkeypatch):
+    """`ges operating-point --int8-check` measures each quantized variant beside its float part and writes what
+    auto reads: here int8_bf16 costs 2 % EPE over bf16 while int8 is level with fp32 (the scores stand in for the
+    validation runs, which take minutes)."""
+    import json
+    import ges_core.bench.accuracy as accuracy
+    from ges_core.cli import main
+    from ges_core.quantize import int8_passed
+    scores = {"fp32": [0.8, 5.0, 1.3, 9.0], "int8": [0.8, 5.0, 1.3, 9.0],
+              "bf16": [0.8, 5.0, 1.3, 9.0], "int8_bf16": [0.816, 5.0, 1.3, 9.0]}
+    monkeypatch.setattr(accuracy, "validation_sets", lambda data: [("scenes", None, None), ("motorcycle", None, None)])
+    monkeypatch.setattr(accuracy, "real_means", lambda predictor, sets, iters: scores[predictor.net.precision])
+    out = tmp_path / "checked.safetensors"
+    assert main(["operating-point", "--weights", "default", "-o", str(out), "--int8-check", str(tmp_path)]) == 0
+    check = load_predictor(str(out), backend="torch").operating_point["int8"]
+    assert check["sets"] == ["scenes", "motorcycle"] and check["measured"]["int8"] == scores["int8"]
+    if cpu_has_bf16():
+        assert check["measured"]["int8_bf16"] == scores["int8_bf16"] and not check["ok"]
+        assert load_predictor(str(out), backend="openvino").net.precision == "bf16"
+    else:
+        assert "int8_bf16" not in check["measured"] and check["ok"]
+        assert load_predictor(str(out), backend="openvino").net.precision == "int8"
+    assert int8_passed(check) == ("int8",)
+
+
 def test_the_weights_int8_record_drives_auto(tmp_path):
-    """A weights file whose operating point says int8 passed gets int8 under auto; without it, float."""
+    """A weights file whose operating point says this CPU's int8 variant passed gets it under auto; else float."""
     import json
     from ges_core.weights import load_weights, with_metadata
     _, _, meta = load_weights("default")
     op = json.loads(meta.get("operating_point", "{}"))
+    same = [0.8, 5.0, 1.3, 9.0]
     for ok in (True, False):
+        measured = {"fp32": same, "bf16": same, "int8": same if ok else [0.9, 6.0, 1.4, 10.0]}
+        measured["int8_bf16"] = measured["int8"]
         out = tmp_path / f"int8_{ok}.safetensors"
-        with_metadata("default", out, {"operating_point": json.dumps({**op, "int8": {"ok": ok}})})
+        with_metadata("default", out, {"operating_point": json.dumps({**op, "int8": {"measured": measured}})})
         chosen = load_predictor(str(out), backend="openvino")
         assert isinstance(chosen.net, OpenVinoNetwork)
-        assert chosen.net.precision == resolve_precision("auto", int8_ok=ok)
         assert (chosen.net.precision in ("int8", "int8_bf16")) == ok
 
 
