@@ -377,7 +377,7 @@ def build_parser(*, bench_modes=None, extend=None) -> argparse.ArgumentParser:
     p = sub.add_parser("pseudo-label", help="label real unlabeled pairs with GES itself (the teacher), filtered")
     p.add_argument("--weights", default="default", help="the teacher")
     p.add_argument("--root", default="../shared/data/stereo_unlabeled")
-    p.add_argument("--out", default="runs/labels_v4", help="folder of .npz labels (resumed when interrupted)")
+    p.add_argument("--out", default="runs/labels", help="folder of .npz labels (resumed when interrupted)")
     p.add_argument("--iters", type=int, default=24, help="teacher solver iterations")
     p.add_argument("--min-confidence", type=float, default=0.5)
     p.add_argument("--device", default="cpu")

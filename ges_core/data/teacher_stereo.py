@@ -185,7 +185,7 @@ def make_labels(predictor, root: str, out: str, cfg: TeacherLabelConfig, *, teac
 # ----------------------------------------------------------------------------- the training source
 @dataclass
 class TeacherStereoConfig:
-    root: str = "runs/labels_v4"     # made by `ges pseudo-label`
+    root: str = "runs/labels"        # made by `ges pseudo-label` (its default --out)
     height: int = 192
     width: int = 384
     max_disp: float = 160.0          # accepted for a mix's shared keys; labels past it are masked by the loss
