@@ -63,6 +63,12 @@ class Predictor:
         return "torch fp32" if self.backend == "torch" else f"openvino {self.net.inference_precision}"
 
     @property
+    def int8_declined(self) -> Optional[str]:
+        """The int8 variant precision auto did not take because the weights' int8 check did not pass it (None where
+        it took int8, was asked for a precision, or runs torch)."""
+        return getattr(self.net, "int8_declined", None)
+
+    @property
     def solvers(self) -> tuple:
         """The solvers this predictor can switch to (a learned one only with its trained weights loaded)."""
         from .deq.solvers import LEARNED_SOLVERS, SOLVERS

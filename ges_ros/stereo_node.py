@@ -129,6 +129,10 @@ class StereoNode(Node):
         g = self.get_parameter
         first = (" (int8: the first pair of each image size is quantized and compiled, up to a minute once, then "
                  "loaded from the cache)" if "int8" in self.runtime() else "")
+        declined = getattr(self.predictor, "int8_declined", None)
+        if declined:
+            first += (f" ({declined} not taken: these weights record no passing int8 accuracy check for it; "
+                      f"precision:={declined} runs it anyway)")
         self.get_logger().info(
             f"ready: weights={g('weights').value} device={getattr(self.predictor, 'device', '?')} "
             f"backend={getattr(self.predictor, 'backend', 'onnxruntime')} runtime={self.runtime()}{first} "

@@ -147,6 +147,10 @@ def test_the_weights_int8_record_drives_auto(tmp_path):
         chosen = load_predictor(str(out), backend="openvino")
         assert isinstance(chosen.net, OpenVinoNetwork)
         assert (chosen.net.precision in ("int8", "int8_bf16")) == ok
+        # what auto left out is said (the node's ready line), and only then
+        assert chosen.int8_declined == (None if ok else resolve_precision("auto", ("int8", "int8_bf16")))
+        assert load_predictor(str(out), backend="openvino", precision="fp32").int8_declined is None
+    assert load_predictor("default", backend="torch").int8_declined is None
 
 
 def test_the_feature_encoder_stays_in_float_and_the_3d_unet_runs_int8(pair, tmp_path, monkeypatch):

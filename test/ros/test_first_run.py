@@ -224,6 +224,10 @@ def test_openvino_missing_onnx_is_not_chosen_and_a_failing_backend_falls_back(tm
     warnings = [line for line in log.splitlines() if "failed to compile the network" in line]
     assert len(warnings) == 1 and "running on torch instead" in warnings[0], log
     assert "runtime=torch_fp32" in log and "inference_error" not in log, log
+    # the tiny weights carry no int8 check, so auto ran float and the ready line says which int8 variant it left
+    ready = next(line for line in log.splitlines() if "ready:" in line)
+    left_out = ov_backend.resolve_precision("auto", ov_backend.INT8)
+    assert (f"{left_out} not taken" in ready) == (left_out in ov_backend.INT8), ready
 
 
 def test_runtime_install_without_the_test_extra_predicts(tmp_path):

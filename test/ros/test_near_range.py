@@ -43,9 +43,10 @@ def near_pair():
 
 
 def _float_default():
-    """The shipped weights at the node's defaults, with auto's float precision: auto runs them int8 (they passed the
-    int8 check), which quantizes each new size on its first pair, minutes at 1080p with the suite's one thread, and
-    is test_quantize's subject, not this test's (the scale and the out-of-range rule are the same code either way)."""
+    """The shipped weights at the node's defaults, with auto's float precision: auto may run them int8 (on CPUs
+    where their int8 check passed this CPU's variant), which quantizes each new size on its first pair, minutes at
+    1080p with the suite's one thread, and is test_quantize's subject, not this test's (the scale and the
+    out-of-range rule are the same code either way)."""
     from ges_core.ov_backend import openvino_available, resolve_precision
     return load_predictor("default", precision=resolve_precision("auto") if openvino_available() else "auto")
 
