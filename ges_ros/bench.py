@@ -141,9 +141,14 @@ def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple
     from ges_core import load_predictor
     from .stereo_node import StereoNode
     namespace = f"soak_{os.getpid()}"
+    predictor = load_predictor(weights)
+    # the size compiled (or loaded from the cache) before the camera starts: a soak measures the steady state, and
+    # the first pair's compile stalls the callbacks for seconds, in which a 200 Hz camera overruns every queue
+    blank = np.zeros((*size, 3), np.uint8)
+    predictor.predict(blank, blank)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = StereoNode(predictor=load_predictor(weights), namespace=namespace, context=ctx)
+    node = StereoNode(predictor=predictor, namespace=namespace, context=ctx)
     # one thread dispatches the callbacks (they only queue messages; inference has its own thread), as `ros2 run`
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)

@@ -225,7 +225,7 @@ def test_shutdown_waits_for_the_running_inference():
 def test_soak_short(tiny_weights):
     """A short soak in the suite (the long one is `ges bench soak`): memory and threads stay flat."""
     from ges_ros.bench import soak
-    res = soak(str(tiny_weights), pairs=300, rate_hz=200.0, size=(32, 48))
+    res = soak(str(tiny_weights), pairs=300, rate_hz=100.0, size=(32, 48))
     assert res["pairs_sent"] == 300 and res["pairs_in"] >= 250
     assert res["pairs_out"] >= 1 and res["pairs_out"] + res["superseded"] == res["pairs_in"]
     # every message is paired, counted unmatched or reported lost; DDS history overwrites are invisible to the node
