@@ -274,8 +274,8 @@ class OpenVinoNetwork:
         self.core = ov.Core()
         self.precision = resolve_precision(precision, int8_passed)
         # what auto left out: this CPU's int8 variant, where the weights' check did not pass it (the ready line)
-        declined = resolve_precision("auto", INT8) if precision == "auto" else self.precision
-        self.int8_declined: Optional[str] = declined if declined != self.precision and declined in INT8 else None
+        best = resolve_precision("auto", INT8) if precision == "auto" else None     # auto, had every variant passed
+        self.int8_declined: Optional[str] = best if best in INT8 and best != self.precision else None
         check_backend("openvino", self.precision, "cpu")
         self.calibration = int8_calibration if self.precision in INT8 else None
         # as many threads as PyTorch is set to use (OMP_NUM_THREADS, torch.set_num_threads): one setting for both
