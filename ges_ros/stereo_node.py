@@ -40,6 +40,7 @@ INPUTS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/came
 OK, WARN, ERROR = 0, 1, 2
 RETIRE_AFTER_S = 3.0     # a replaced subscription is destroyed once its successor delivers, or after this
 OVERLAP_S = 0.5          # ... and not before its successor has delivered for this long: what it still queues is taken
+MAX_WAITING = 4          # pairs formed while the worker is idle, before its thread runs, wait in order up to this
 Qos = Tuple[QoSReliabilityPolicy, QoSDurabilityPolicy]
 
 
@@ -102,9 +103,12 @@ class StereoNode(Node):
         self._subscribe(self._wanted_qos())
         self._subscribe_both_until_known()
 
-        # one-slot mailbox for the worker
+        # the worker's mailbox: pairs formed while it was busy supersede each other (only the newest waits); pairs
+        # formed while it was idle, before its thread got to run, wait in order (a transport's repair can deliver
+        # two frames' images back to back: dropping the first of them lost a frame that nothing was computing)
         self._cv = threading.Condition()
-        self._pending = None
+        self._pending: deque = deque()
+        self._busy = False
         self._running = True
         self.drops: Counter = Counter()
         self._counts = {"pairs_in": 0, "pairs_out": 0}
@@ -350,9 +354,10 @@ class StereoNode(Node):
 
     def _on_synced(self, left, right, left_info, right_info) -> None:
         with self._cv:
-            if self._pending is not None:
+            if self._pending and (self._busy or len(self._pending) >= MAX_WAITING):
                 self.drops["superseded"] += 1      # the worker is busy: keep only the newest pair
-            self._pending = (left, right, left_info, right_info)
+                self._pending.popleft()
+            self._pending.append((left, right, left_info, right_info))
             self._counts["pairs_in"] += 1
             self._window["in"] += 1
             self._cv.notify()
@@ -422,11 +427,13 @@ class StereoNode(Node):
     def _work(self) -> None:
         while True:
             with self._cv:
-                while self._pending is None and self._running:
+                self._busy = False
+                while not self._pending and self._running:
                     self._cv.wait(0.5)
                 if not self._running:
                     return
-                pair, self._pending = self._pending, None
+                pair = self._pending.popleft()
+                self._busy = True
             try:
                 self._process(pair)
             except Exception as exc:  # the worker must outlive anything a pair can do
@@ -535,7 +542,7 @@ class StereoNode(Node):
         reason, per input the messages pushed out of the synchronizer unmatched and those DDS reported lost, the
         recent end-to-end latencies (ms, sorted) and whether a pair waits for the worker."""
         with self._cv:
-            pending = self._pending is not None
+            pending = bool(self._pending)
         return {"pairs_in": self._counts["pairs_in"], "pairs_out": self._counts["pairs_out"],
                 "drops": dict(self.drops), "unmatched": list(self.sync.dropped), "lost": list(self.lost),
                 "queue_size": self.sync.queue_size, "latency_ms": sorted(self._latency), "pending": pending}

@@ -118,8 +118,10 @@ def test_node_first_then_ges_play_every_frame_arrives(tmp_path, tiny_weights):
         log = node.stop()
     got = sorted(int(x) for x in out.splitlines() if x.isdigit())
     context = out + "\n--- node:\n" + log + "\n--- play:\n" + played
-    # every frame reached the node and formed its pair; the first and the last reach the subscriber; one between
-    # may be superseded by design (the worker takes the newest pair when one arrives late, behind the next)
+    # every frame reached the node and formed its pair; the first and the last reach the subscriber (the first's
+    # left image, repaired by the transport seconds late, can arrive right behind the second's: both are kept,
+    # nothing was computing); one between may be superseded by design (a pair formed while the worker is busy
+    # with an earlier one replaces the one waiting)
     assert f"pairs_in={frames}" in log, context
     superseded = int(log.split("'superseded': ")[1].split("}")[0].split(",")[0]) if "'superseded'" in log else 0
     assert got[0] == 100 and got[-1] == 100 + 2 * (frames - 1) and len(got) == frames - superseded, context

@@ -170,6 +170,20 @@ def test_approximate_sync(motorcycle_small):
         assert h.count("disparity") == 0        # exact sync: no pair
 
 
+def test_pairs_formed_back_to_back_while_the_worker_is_idle_all_come_out_in_order(motorcycle_small):
+    """A transport's repair can deliver two frames' images back to back: the second pair forms before the idle
+    worker's thread has run. Nothing was computing the first, so it is not superseded: both come out, in order.
+    (The mailbox's lock, held here across both, stands for the worker's thread not yet scheduled.)"""
+    left, right, gt, valid, cam = motorcycle_small
+    with Harness({}, predictor=OraclePredictor(gt, valid), subscribe_points=False) as h:
+        with h.node._cv:
+            for stamp in (60, 62):
+                h.node._on_synced(*pair(cam, left, right, stamp))
+        h.wait(lambda: h.count("disparity") == 2, 30, "both pairs")
+        assert [m.header.stamp.sec for m in h.received["disparity"]] == [60, 62]
+        assert h.node.drops["superseded"] == 0
+
+
 def test_overload_keeps_latency_bounded_and_counts_drops(motorcycle_small):
     left, right, gt, valid, cam = motorcycle_small
     slow = OraclePredictor(gt, valid, delay_s=0.25)
