@@ -29,7 +29,7 @@ from .data.photo_stereo import PhotoStereoConfig
 from .data.procedural import ProceduralConfig
 from .data.proxy_stereo import ProxyStereoConfig
 from .data.teacher_stereo import TeacherStereoConfig
-from .losses import stereo_loss
+from .losses import stereo_loss, unlabelled_loss
 from .model.ges import build_model
 from .weights import save_weights
 
@@ -50,6 +50,8 @@ class TrainConfig:
     final_weight: float = 1.0
     correction_gamma: float = 0.8     # weight of the fixed-point corrections (model.fp_corrections), per step back
     loss_beta: float = 1.0            # smooth-L1 knee (px); 0 = L1, full gradient for sub-pixel errors
+    photometric_weight: float = 0.0   # SSIM + L1 of the warped right view where sparse-label samples lack a label
+    smoothness_weight: float = 0.0    # edge-aware smoothness of those samples' disparity
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0               # 0 = only at the end
@@ -156,6 +158,11 @@ def batch_max_error(samples: List[Dict[str, Any]], device: torch.device) -> Opti
     if all(np.isinf(values)):
         return None
     return torch.tensor(values, device=device).view(-1, 1, 1, 1)
+
+
+def batch_sparse_labels(samples: List[Dict[str, Any]], device: torch.device) -> torch.Tensor:
+    """(B, 1, 1, 1) bool: the samples whose labels cover only part of the image (real pairs, matcher or teacher)."""
+    return torch.tensor([bool(s.get("sparse_labels", False)) for s in samples], device=device).view(-1, 1, 1, 1)
 
 
 class _IndexStream(torch.utils.data.Sampler):
@@ -378,6 +385,12 @@ class Trainer:
                                           init_weight=cfg.init_weight, final_weight=cfg.final_weight,
                                           correction_gamma=cfg.correction_gamma, beta=cfg.loss_beta,
                                           max_error=batch_max_error(samples, self.device))
+                if cfg.photometric_weight > 0 or cfg.smoothness_weight > 0:
+                    extra, parts = unlabelled_loss(out, left, right, valid, batch_sparse_labels(samples, self.device),
+                                                   photometric_weight=cfg.photometric_weight,
+                                                   smoothness_weight=cfg.smoothness_weight)
+                    loss = loss + extra
+                    stats.update(parts)
                 self.optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):
                     self.nan_skipped += 1

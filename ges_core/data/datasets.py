@@ -199,6 +199,7 @@ class GeneratedDataset:
     length: int = 10 ** 9
     renderer: Callable = staticmethod(render_pair)
     kind: str = "generated"
+    sparse_labels: bool = False   # labels only where a matcher or teacher was sure: a photometric loss may fill in
 
     def __len__(self) -> int:
         return self.length
@@ -210,6 +211,8 @@ class GeneratedDataset:
             left, right, disp, valid = augment(left, right, disp, valid, rng, self.augment_cfg)
             valid = supervised(valid, disp, self.render)
         sample: Sample = {"left": left, "right": right, "disparity": disp, "valid": valid, "name": f"{self.kind}_{index}"}
+        if self.sparse_labels:
+            sample["sparse_labels"] = True
         max_error = getattr(self.render, "max_error", None)   # a loss clamp for labels that may be grossly wrong
         if max_error is not None:
             sample["max_error"] = float(max_error)
@@ -228,12 +231,14 @@ def PhotoStereoDataset(render: Optional[PhotoStereoConfig] = None, **kw) -> Gene
 
 def ProxyStereoDataset(render: Optional[ProxyStereoConfig] = None, **kw) -> GeneratedDataset:
     """Crops of real unlabeled pairs with left-right consistent SGBM labels (`proxy_stereo`)."""
-    return GeneratedDataset(render or ProxyStereoConfig(), renderer=render_proxy_pair, kind="proxy", **kw)
+    return GeneratedDataset(render or ProxyStereoConfig(), renderer=render_proxy_pair, kind="proxy",
+                            sparse_labels=True, **kw)
 
 
 def TeacherStereoDataset(render: Optional[TeacherStereoConfig] = None, **kw) -> GeneratedDataset:
     """Crops of real unlabeled pairs with GES's own filtered labels (`teacher_stereo`, made by `ges pseudo-label`)."""
-    return GeneratedDataset(render or TeacherStereoConfig(), renderer=render_teacher_pair, kind="teacher", **kw)
+    return GeneratedDataset(render or TeacherStereoConfig(), renderer=render_teacher_pair, kind="teacher",
+                            sparse_labels=True, **kw)
 
 
 @dataclass
