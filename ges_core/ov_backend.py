@@ -107,8 +107,10 @@ def check_backend(backend: str, precision: str, device: str) -> None:
                              f"(or pip install nncf), or precision:=auto")
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
-    """Whether OpenVINO runs bf16 natively on this CPU (AMX or AVX-512 BF16)."""
+    """Whether OpenVINO runs bf16 natively on this CPU (AMX or AVX-512 BF16); asked once a process (an
+    ov.Core() is built for it)."""
     import openvino as ov
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 

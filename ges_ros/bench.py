@@ -179,8 +179,16 @@ def soak(weights: str, *, pairs: int = 2000, rate_hz: float = 100.0, size: Tuple
         # synchronizer (at most its queue); camera_info is cached, not paired
         def accounted(st) -> int:
             return 2 * st["pairs_in"] + sum(st["unmatched"][:2]) + sum(st["lost"][:2])
+        # ... until all are, or the count has stood still for 5 s: images a reliable writer's history overwrote
+        # before the node took them are never reported (they stay unaccounted; waiting on them took the full 60 s)
         end = time.monotonic() + 60
+        last, still_since = -1, time.monotonic()
         while time.monotonic() < end and accounted(node.stats()) < 2 * sent - 2 * node.stats()["queue_size"]:
+            now, count = time.monotonic(), accounted(node.stats())
+            if count != last:
+                last, still_since = count, now
+            elif now - still_since > 5.0:
+                break
             time.sleep(0.1)
         # the pair in flight when publishing stopped: wait for it, then count
         end = time.monotonic() + 60
