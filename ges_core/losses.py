@@ -29,15 +29,26 @@ def clamped(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, max_er
     return mask & ((pred.detach() - target).abs() <= max_error)
 
 
+def grossly_failed(disparity: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, max_bad2: float
+                   ) -> torch.Tensor:
+    """(B, 1, 1, 1) bool: the samples whose bad-2 over their labelled pixels passes max_bad2 (%)."""
+    with torch.no_grad():
+        bad = ((disparity - target).abs() > 2) & mask
+        share = bad.flatten(1).sum(1) * 100.0 / mask.flatten(1).sum(1).clamp(min=1)
+    return (share > max_bad2).view(-1, 1, 1, 1)
+
+
 def stereo_loss(out: GESOutput, target: torch.Tensor, valid: torch.Tensor, *, max_disp: float,
                 init_weight: float = 1.0, final_weight: float = 1.0, correction_gamma: float = 0.8,
-                max_error: Optional[torch.Tensor] = None, beta: float = 1.0
+                max_error: Optional[torch.Tensor] = None, beta: float = 1.0, drop: Optional[torch.Tensor] = None
                 ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """target, valid: (B, 1, H, W). Returns the loss and scalars for logging (EPE, bad-2 of the final).
     The fixed-point corrections (states sampled along the solve, earliest first) weigh final_weight * gamma^k,
     k counted back from the last, as RAFT weighs its iterates. max_error: (B, 1, 1, 1) per-sample loss clamp in px
-    (pseudo-labels), None or inf for none. beta: the smooth-L1 knee in px (0 = L1)."""
-    mask = valid & (target < max_disp) & torch.isfinite(target)
+    (pseudo-labels), None or inf for none. beta: the smooth-L1 knee in px (0 = L1). drop: (B, 1, 1, 1) bool, samples
+    left out of the loss (curation; they still count in the logged EPE)."""
+    labelled = valid & (target < max_disp) & torch.isfinite(target)
+    mask = labelled if drop is None else labelled & ~drop
 
     def term(pred: torch.Tensor) -> torch.Tensor:
         return masked_smooth_l1(pred, target, clamped(pred, target, mask, max_error), beta)
@@ -47,8 +58,8 @@ def stereo_loss(out: GESOutput, target: torch.Tensor, valid: torch.Tensor, *, ma
     for k, disparity in enumerate(out.corrections):
         loss = loss + final_weight * correction_gamma ** (n - k) * term(disparity)
     with torch.no_grad():
-        err = (out.disparity - target).abs()[mask]
-        init_err = (out.init_disparity - target).abs()[mask]
+        err = (out.disparity - target).abs()[labelled]
+        init_err = (out.init_disparity - target).abs()[labelled]
         stats = {"epe": float(err.mean()) if err.numel() else float("nan"),
                  "bad2": float((err > 2).float().mean() * 100) if err.numel() else float("nan"),
                  "init_epe": float(init_err.mean()) if init_err.numel() else float("nan")}

@@ -29,7 +29,7 @@ from .data.photo_stereo import PhotoStereoConfig
 from .data.procedural import ProceduralConfig
 from .data.proxy_stereo import ProxyStereoConfig
 from .data.teacher_stereo import TeacherStereoConfig
-from .losses import stereo_loss, unlabelled_loss
+from .losses import grossly_failed, stereo_loss, unlabelled_loss
 from .model.ges import build_model
 from .weights import save_weights
 
@@ -52,6 +52,7 @@ class TrainConfig:
     loss_beta: float = 1.0            # smooth-L1 knee (px); 0 = L1, full gradient for sub-pixel errors
     photometric_weight: float = 0.0   # SSIM + L1 of the warped right view where sparse-label samples lack a label
     smoothness_weight: float = 0.0    # edge-aware smoothness of those samples' disparity
+    curate_bad2: float = 0.0          # curation: an exact-label sample above this bad-2 (%) is left out; 0 = off
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0               # 0 = only at the end
@@ -381,10 +382,19 @@ class Trainer:
                 t_data = time.perf_counter() - t_start
                 with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                     out = model(left, right)
+                drop = None
+                if cfg.curate_bad2 > 0:
+                    # the pairs the current model fails grossly, often ones no matcher can solve (a texture
+                    # repeated past the disparity range, a surface without texture); pseudo-labels have their clamp
+                    drop = grossly_failed(out.disparity.detach(), disp, valid & (disp < self.model_cfg.max_disp),
+                                          cfg.curate_bad2)
+                    drop = drop & ~batch_sparse_labels(samples, self.device)
                 loss, stats = stereo_loss(out, disp, valid, max_disp=self.model_cfg.max_disp,
                                           init_weight=cfg.init_weight, final_weight=cfg.final_weight,
                                           correction_gamma=cfg.correction_gamma, beta=cfg.loss_beta,
-                                          max_error=batch_max_error(samples, self.device))
+                                          max_error=batch_max_error(samples, self.device), drop=drop)
+                if drop is not None:
+                    stats["curated"] = float(drop.float().mean())
                 if cfg.photometric_weight > 0 or cfg.smoothness_weight > 0:
                     extra, parts = unlabelled_loss(out, left, right, valid, batch_sparse_labels(samples, self.device),
                                                    photometric_weight=cfg.photometric_weight,

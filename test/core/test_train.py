@@ -376,3 +376,27 @@ def test_training_with_the_photometric_terms_logs_them(tmp_path, monkeypatch):
     Trainer(cfg, progress=False).train()
     rows = losses(Path(cfg.out_dir))
     assert rows and all(r["photometric"] > 0 and r["smoothness"] >= 0 for r in rows)
+
+
+def test_curation_leaves_grossly_failed_exact_label_samples_out_of_the_loss(tmp_path):
+    from ges_core.losses import grossly_failed, stereo_loss
+    from ges_core.model.ges import GESOutput
+    target = torch.full((3, 1, 4, 10), 5.0)
+    pred = target.clone()
+    pred[0, ..., :6] += 3.0             # 60 % of its pixels off by 3 px
+    pred[1, ..., :2] += 3.0             # 20 %
+    pred[2] += 0.5                      # none past 2 px
+    mask = torch.ones_like(target, dtype=torch.bool)
+    assert grossly_failed(pred, target, mask, 45.0).view(-1).tolist() == [True, False, False]
+    assert grossly_failed(pred, target, mask, 10.0).view(-1).tolist() == [True, True, False]
+    pred.requires_grad_(True)
+    out = GESOutput(pred, pred, torch.ones_like(pred), [], 1, torch.zeros(3, 1), False)
+    loss, stats = stereo_loss(out, target, mask, max_disp=64, beta=0.0,
+                              drop=grossly_failed(pred.detach(), target, mask, 45.0))
+    loss.backward()
+    assert (pred.grad[0] == 0).all() and (pred.grad[1, ..., :2] != 0).all() and (pred.grad[2] != 0).all()
+    assert stats["bad2"] == pytest.approx(100 * (24 + 8) / 120)     # the dropped sample still counts in the log
+    cfg = TrainConfig.load(cfg_file(tmp_path, steps=2, curate_bad2=45.0))
+    Trainer(cfg, progress=False).train()
+    rows = losses(Path(cfg.out_dir))
+    assert rows and all(0.0 <= r["curated"] <= 1.0 for r in rows)
