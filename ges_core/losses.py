@@ -136,3 +136,14 @@ def unlabelled_loss(out: GESOutput, left: torch.Tensor, right: torch.Tensor, val
     smooth = edge_aware_smoothness(disparity, left, sparse)
     loss = photometric_weight * photo + smoothness_weight * smooth
     return loss, {"photometric": float(photo.detach()), "smoothness": float(smooth.detach())}
+
+
+def distillation_loss(out: GESOutput, teacher: GESOutput, valid: torch.Tensor, *, weight: float
+                      ) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """weight x L1 of the student's initial and final disparity to a teacher's on the same pair, over the image's
+    pixels (valid: (B, 1, H, W), where the crop has image content): brings new parts of a changed network up to a
+    trained one quickly, beside the labels, not in their place."""
+    mask = valid & torch.isfinite(teacher.disparity) & torch.isfinite(teacher.init_disparity)
+    init = masked_smooth_l1(out.init_disparity, teacher.init_disparity, mask, 0.0)
+    final = masked_smooth_l1(out.disparity, teacher.disparity, mask, 0.0)
+    return weight * (init + final), {"distill_init": float(init.detach()), "distill_final": float(final.detach())}

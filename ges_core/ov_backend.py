@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .model.ges import GES, Encoded
-from .model.volume import VolumeLookup
+from .model.volume import LookupVolume, VolumeLookup
 from . import quantize
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "int8_bf16")
@@ -131,8 +131,8 @@ def resolve_precision(precision: str, int8_passed: Sequence[str] = ()) -> str:
 # ------------------------------------------------------------------ the three graphs, as traceable modules
 def _flat_encoding(enc: Encoded) -> List[torch.Tensor]:
     """An encoding as the flat tensor list the compiled graphs exchange (shapes and padding follow from the size)."""
-    return [*(t for level in enc.context for t in level), *enc.lookup.volumes, enc.prob, enc.init_disparity,
-            *enc.hidden0]
+    return [*(t for level in enc.context for t in level), *(v.features for v in enc.lookup.volumes), enc.prob,
+            enc.init_disparity, *enc.hidden0]
 
 
 class _Layout:
@@ -141,6 +141,7 @@ class _Layout:
     def __init__(self, enc: Encoded) -> None:
         self.context = [len(level) for level in enc.context]
         self.volumes = len(enc.lookup.volumes)
+        self.scales = [v.scale for v in enc.lookup.volumes]
         self.radius = enc.lookup.radius
         self.shapes = list(enc.shapes)
         self.pad = enc.pad
@@ -156,7 +157,7 @@ class _Layout:
         for n in self.context:
             context.append(list(flat[k:k + n]))
             k += n
-        volumes = list(flat[k:k + self.volumes])
+        volumes = [LookupVolume(v, scale) for v, scale in zip(flat[k:k + self.volumes], self.scales)]
         k += self.volumes
         prob, init = flat[k], flat[k + 1]
         hidden0 = list(flat[k + 2:k + 2 + self.hidden])

@@ -19,7 +19,7 @@ from . import quantize
 from .config import GESConfig
 from .model.ges import GES, build_model
 from .prediction import Prediction, as_rgb, to_input_size
-from .weights import load_weights, model_state, resolve_weights
+from .weights import load_model_state, load_weights, resolve_weights
 
 __all__ = ["BackendFallbackWarning", "Prediction", "Predictor", "check_device", "load_predictor", "operating_point_of", "to_input_size"]
 
@@ -203,12 +203,8 @@ def load_predictor(weights: Union[str, os.PathLike] = "default", *, device: str 
     if config_overrides:
         config = GESConfig.from_dict({**config.__dict__, **config_overrides})
     model = build_model(config)
-    missing, unexpected = model.load_state_dict(model_state(tensors), strict=False)
-    # a learned solver saved with the model (older files: hyper_solver.*) is attached from its own tensors below
-    unexpected = [k for k in unexpected if not k.startswith(("hyper_solver.", "learned_solvers."))]
-    if missing or unexpected:
-        raise ValueError(f"{resolve_weights(weights)}: weights do not fit the stored config "
-                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    # a learned solver saved with the model is attached from its own tensors below
+    load_model_state(model, tensors, weights)
     from .deq.solvers import LEARNED_SOLVERS, SOLVERS, choose_solver
     solver = solver or config.solver
     available = list(SOLVERS)

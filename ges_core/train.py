@@ -29,9 +29,10 @@ from .data.photo_stereo import PhotoStereoConfig
 from .data.procedural import ProceduralConfig
 from .data.proxy_stereo import ProxyStereoConfig
 from .data.teacher_stereo import TeacherStereoConfig
-from .losses import grossly_failed, stereo_loss, unlabelled_loss
+from .bench.common import cpu_features
+from .losses import distillation_loss, grossly_failed, stereo_loss, unlabelled_loss
 from .model.ges import build_model
-from .weights import save_weights
+from .weights import load_model, save_weights, seed_from
 
 
 @dataclass
@@ -60,7 +61,12 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     device: str = "auto"
-    amp: bool = True                  # bf16/fp16 autocast on CUDA only
+    amp: bool = True                  # bf16/fp16 autocast on CUDA
+    cpu_amp: bool = False             # bf16 autocast on a CPU with AVX-512 BF16 or AMX (solver and losses in fp32)
+    init_from: str = ""               # weights whose tensors of the same name and shape seed a fresh run
+    distill_from: str = ""            # a teacher's weights: its initial and final disparity on the same crops ...
+    distill_weight: float = 0.0       # ... weigh this much (L1, px) beside the labels ...
+    distill_steps: int = 0            # ... up to this step (a warm-up of the parts that changed)
     max_nan_streak: int = 10
     half_weights: bool = True         # final.safetensors in fp16
 
@@ -277,6 +283,14 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model_cfg = cfg.model_config()
         self.model = build_model(self.model_cfg).to(self.device)
+        if cfg.init_from and not resume:
+            copied, total = seed_from(self.model, cfg.init_from)
+            _warn(f"{copied} of the model's {total} tensors seeded from {cfg.init_from}")
+        self.teacher = None
+        if cfg.distill_weight > 0 and cfg.distill_steps > 0:
+            if not cfg.distill_from:
+                raise ValueError("distill_weight and distill_steps need distill_from (the teacher's weights)")
+            self.teacher = load_model(cfg.distill_from).to(self.device).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=cfg.pct_start,
@@ -367,8 +381,15 @@ class Trainer:
         old_handlers = self._handle_signals()
         writer = _tensorboard(self.out) if self.rank == 0 else None
         log = open(self.out / "metrics.jsonl", "a")
-        use_amp = cfg.amp and self.device.type == "cuda"
-        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        if self.device.type == "cuda":
+            use_amp = cfg.amp
+            amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            # bf16 on a CPU pays only where it has bf16 arithmetic; elsewhere it is emulated and slower
+            use_amp = cfg.cpu_amp and any(f in cpu_features().split() for f in ("avx512_bf16", "amx_bf16"))
+            amp_dtype = torch.bfloat16
+            if cfg.cpu_amp and not use_amp:
+                _warn("cpu_amp: this CPU has no AVX-512 BF16 or AMX; training in float32")
         bar = _progress(total=cfg.steps, initial=self.step, enabled=self.progress and self.rank == 0)
         nan_streak, t0, steps_done = 0, time.time(), 0
         window: List[Dict[str, float]] = []
@@ -395,6 +416,12 @@ class Trainer:
                                           max_error=batch_max_error(samples, self.device), drop=drop)
                 if drop is not None:
                     stats["curated"] = float(drop.float().mean())
+                if self.teacher is not None and self.step < cfg.distill_steps:
+                    with torch.no_grad(), torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
+                        taught = self.teacher(left, right)
+                    extra, parts = distillation_loss(out, taught, torch.ones_like(valid), weight=cfg.distill_weight)
+                    loss = loss + extra
+                    stats.update(parts)
                 if cfg.photometric_weight > 0 or cfg.smoothness_weight > 0:
                     extra, parts = unlabelled_loss(out, left, right, valid, batch_sparse_labels(samples, self.device),
                                                    photometric_weight=cfg.photometric_weight,

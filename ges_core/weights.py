@@ -92,3 +92,33 @@ def with_metadata(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], up
     tmp = dst.with_name(dst.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, dst)
+
+
+def load_model(weights: Union[str, os.PathLike]):
+    """The GES network of a weights file (its stored config and every tensor of the model), in eval mode."""
+    from .model.ges import build_model
+    config, tensors, _meta = load_weights(weights)
+    model = build_model(config)
+    load_model_state(model, tensors, weights)
+    return model.eval()
+
+
+def load_model_state(model: torch.nn.Module, tensors: Dict[str, torch.Tensor], path) -> None:
+    """The model's tensors from a weights file's, all of them; a learned solver's (learned_solvers.*, older files
+    hyper_solver.*) are left to ges_core.deq.hyper."""
+    missing, unexpected = model.load_state_dict(model_state(tensors), strict=False)
+    unexpected = [k for k in unexpected if not k.startswith(("hyper_solver.", "learned_solvers."))]
+    if missing or unexpected:
+        raise ValueError(f"{resolve_weights(path)}: weights do not fit the stored config "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+
+def seed_from(model: torch.nn.Module, weights: Union[str, os.PathLike]) -> Tuple[int, int]:
+    """Copy into `model` every tensor of `weights` whose name and shape it shares (a network whose other parts
+    changed starts those that did not from trained values); -> (tensors copied, tensors in the model)."""
+    _config, tensors, _meta = load_weights(weights)
+    source = model_state(tensors)
+    state = model.state_dict()
+    shared = {k: v for k, v in source.items() if k in state and state[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    return len(shared), len(state)

@@ -7,6 +7,7 @@ this one holds the mode table and the `ges bench` parser. Every table states mac
     convergence  relative residual and EPE vs iteration for each solver, cold and warm started
     node         ROS-side cost per frame (message -> array, DisparityImage, PointCloud2, colour map)
     flops        parameters and FLOPs per preset and resolution, and a GPU latency estimate
+    arch         the cheaper-network candidates' multiply-adds and time, untrained, SGBM in the same rounds
     accuracy     the weights on the validation scenes beside SGBM, per iteration count (docs/ACCURACY.md)
     autoscale    what input_scale auto costs on a stream, beside input_scale 1 and SGBM
     confidence   sparsification: bad-2 among the pixels kept against coverage per min_confidence (docs/ACCURACY.md)
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .accuracy import bench_accuracy
+from .arch import CANDIDATES, bench_arch
 from .autoscale import bench_autoscale
 from .common import write_section
 from .confidence import bench_confidence
@@ -36,10 +38,10 @@ MODES: Dict[str, Tuple[Callable[[argparse.Namespace], str], str]] = {
     "memory": (bench_memory, "BENCHMARKS.md"), "latency": (bench_latency, "BENCHMARKS.md"),
     "convergence": (bench_convergence, "BENCHMARKS.md"), "flops": (bench_flops, "BENCHMARKS.md"),
     "accuracy": (bench_accuracy, "ACCURACY.md"), "confidence": (bench_confidence, "ACCURACY.md"),
-    "autoscale": (bench_autoscale, "BENCHMARKS.md"),
+    "autoscale": (bench_autoscale, "BENCHMARKS.md"), "arch": (bench_arch, "BENCHMARKS.md"),
     "gpu": (bench_gpu, "GPU.md")}
 # modes `bench all` leaves out (long, or judged against data of their own)
-NOT_IN_ALL = ("soak", "accuracy", "confidence", "gpu")
+NOT_IN_ALL = ("soak", "accuracy", "confidence", "gpu", "arch")
 
 
 def _sizes(text: str) -> List[Tuple[int, int]]:
@@ -86,6 +88,8 @@ def add_bench_parser(sub, modes: Optional[Dict[str, Tuple[Callable[[argparse.Nam
                    help=f"latency: comma-separated, of {','.join(VARIANTS)}")
     p.add_argument("--limit-gflop", type=float, default=0.0,
                    help="latency: skip configurations whose encoders + volume exceed this many GFLOP (0 = run all)")
+    p.add_argument("--candidates", nargs="+", default=None,
+                   help=f"arch: candidate names (default: all of {list(CANDIDATES)})")
     p.add_argument("--weights", default="default")
     p.add_argument("--stream-pairs", type=int, default=60, help="autoscale: pairs in the stream")
     p.add_argument("--solver", default=None, help="accuracy: solver (default: the node's default)")

@@ -11,10 +11,10 @@ from torch import nn
 from ..config import GESConfig
 from ..deq.backward import BACKWARDS, check_backward
 from ..deq.solvers import SolverInfo, StateLayout, StopFn, get_solver
-from .extractor import ContextEncoder, FeatureEncoder
+from .extractor import NORMS_2D, ContextEncoder, FeatureEncoder
 from .update import ConvexUpsampler, UpdateBlock
-from .volume import (UNet3D, VolumeLookup, groupwise_correlation, pointwise_conv3d, probability_mass_near,
-                     topk_soft_argmin)
+from .volume import (CONVS_3D, NORMS_3D, LookupVolume, UNet3D, VolumeLookup, groupwise_correlation,
+                     pointwise_conv3d, probability_mass_near, topk_soft_argmin)
 
 PAD_MULTIPLE = 16   # 1/16 is the coarsest GRU level
 
@@ -72,18 +72,19 @@ class GES(nn.Module):
         if pad != (0, 0):
             images = F.pad(images, (0, pad[1], 0, pad[0]), mode="replicate")
         batch = left.shape[0]
-        feats = self.feature_encoder(images)
+        feats, stem = self.feature_encoder(images)                      # (2B, C, H/4, W/4) each
         f_left, f_right = feats[:batch], feats[batch:]
-        hidden0, ctx = self.context_encoder(images[:batch])
+        hidden0, ctx = self.context_encoder(stem[:batch] if self.context_encoder.shared_stem else images[:batch])
         context = [list(inj(c).chunk(3, dim=1)) for inj, c in zip(self.context_injection, ctx)]
 
         volume = groupwise_correlation(f_left, f_right, groups=cfg.groups, num_disp=cfg.num_disp)  # (B, G, D, H/4, W/4)
-        geo = self.cost_filter(volume)                                  # C(s): (B, c_s, D/2^s, H/4/2^s, W/4/2^s)
-        logits = self.cost_head(geo[0]).squeeze(1)                      # (B, D, H/4, W/4)
+        geo = self.cost_filter(volume)                      # C(s): (B, c_s, D/s, H/4/s, W/4/s), scale s = 1, 2, 4
+        logits = self.cost_head(geo[0].features).squeeze(1)             # (B, D, H/4, W/4)
         init = topk_soft_argmin(logits, cfg.train_topk if self.training else cfg.topk)
-        lookup_vols = [pointwise_conv3d(head, g) for head, g in zip(self.lookup_heads, geo)]
+        lookup_vols = [LookupVolume(pointwise_conv3d(head, g.features), g.scale)
+                       for head, g in zip(self.lookup_heads, geo)]
         if cfg.corr_lookup:
-            lookup_vols.append(volume)
+            lookup_vols.append(LookupVolume(volume, 1))                 # the raw volume, at full disparity resolution
         lookup = VolumeLookup(lookup_vols, radius=cfg.lookup_radius)
         shapes = [h.shape for h in hidden0] + [init.shape]
         return Encoded(context, lookup, logits.softmax(dim=1), init, hidden0, shapes, pad)
@@ -205,19 +206,56 @@ def _sample_states(available: int, count: int) -> List[int]:
     return sorted({min(p, available - 1) for p in picks})
 
 
-def build_model(config: GESConfig) -> GES:
-    """Assemble GES from its parts, sized by the config."""
+def _choice(table: dict, name: str, what: str):
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; valid: {sorted(table)}") from None
+
+
+def build_model(config: GESConfig, **parts: nn.Module) -> GES:
+    """Assemble GES from its parts, sized by the config. Any part can be handed in by keyword (feature_encoder,
+    context_encoder, cost_filter, cost_head, lookup_heads, context_injection, update_block, upsampler); the widths
+    the others need are read from the parts themselves (their out_channels)."""
     cfg = config
-    lookup_channels = (3 * cfg.lookup_channels + (cfg.groups if cfg.corr_lookup else 0)) * (2 * cfg.lookup_radius + 1)
-    return GES(
-        config=cfg,
-        feature_encoder=FeatureEncoder(channels=cfg.encoder_channels, out_channels=cfg.feature_channels),
-        context_encoder=ContextEncoder(channels=cfg.encoder_channels, hidden_dims=cfg.hidden_dims),
-        cost_filter=UNet3D(in_channels=cfg.groups, channels=cfg.unet_channels),
-        cost_head=nn.Conv3d(cfg.unet_channels[0], 1, 3, padding=1),
-        lookup_heads=nn.ModuleList(nn.Conv3d(c, cfg.lookup_channels, 1) for c in cfg.unet_channels),
-        context_injection=nn.ModuleList(nn.Conv2d(h, 3 * h, 3, padding=1) for h in cfg.hidden_dims),
-        update_block=UpdateBlock(hidden_dims=cfg.hidden_dims, lookup_channels=lookup_channels,
-                                 motion_channels=cfg.motion_channels, slow_fast=cfg.slow_fast),
-        upsampler=ConvexUpsampler(cfg.hidden_dims[0]),
-    )
+    unknown = sorted(set(parts) - set(_PARTS))
+    if unknown:
+        raise ValueError(f"unknown GES parts {unknown}; valid: {list(_PARTS)}")
+    if cfg.gate_kernel not in (1, 3) or cfg.motion_kernel not in (1, 3):
+        raise ValueError(f"gate_kernel and motion_kernel must be 1 or 3, got {cfg.gate_kernel} and {cfg.motion_kernel}")
+    norm2d = _choice(NORMS_2D, cfg.norm, "norm")
+    norm3d = NORMS_3D[cfg.norm]
+    conv3d = _choice(CONVS_3D, cfg.conv3d, "conv3d")
+    built = dict(parts)
+
+    def part(name: str, make):
+        if name not in built:
+            built[name] = make()
+        return built[name]
+
+    features = part("feature_encoder", lambda: FeatureEncoder(channels=cfg.encoder_channels,
+                                                              out_channels=cfg.feature_channels, norm=norm2d))
+    context = part("context_encoder", lambda: ContextEncoder(
+        channels=(cfg.encoder_channels[0], features.stem_channels) if cfg.shared_stem else cfg.encoder_channels,
+        hidden_dims=cfg.hidden_dims, shared_stem=cfg.shared_stem, norm=norm2d))
+    if features.out_channels % cfg.groups:
+        raise ValueError(f"feature channels {features.out_channels} not divisible by groups {cfg.groups}")
+    unet = part("cost_filter", lambda: UNet3D(in_channels=cfg.groups, channels=cfg.unet_channels,
+                                              start=cfg.unet_start, conv=conv3d, norm=norm3d))
+    c0 = unet.out_channels[0]
+    # from 1/8 the UNet's C(0) is pointwise, and so is its head; from 1/4 a 3x3x3 head (the shipped weights')
+    part("cost_head", lambda: nn.Conv3d(c0, 1, 3, padding=1) if cfg.unet_start == 4 else nn.Conv3d(c0, 1, 1))
+    heads = part("lookup_heads", lambda: nn.ModuleList(nn.Conv3d(c, cfg.lookup_channels, 1)
+                                                       for c in unet.out_channels))
+    sampled = sum(h.out_channels for h in heads) + (cfg.groups if cfg.corr_lookup else 0)
+    hidden = context.hidden_dims
+    part("context_injection", lambda: nn.ModuleList(nn.Conv2d(h, 3 * h, 3, padding=1) for h in hidden))
+    part("update_block", lambda: UpdateBlock(hidden_dims=hidden, lookup_channels=sampled * (2 * cfg.lookup_radius + 1),
+                                             motion_channels=cfg.motion_channels, slow_fast=cfg.slow_fast,
+                                             gate_kernel=cfg.gate_kernel, motion_kernel=cfg.motion_kernel))
+    part("upsampler", lambda: ConvexUpsampler(hidden[0]))
+    return GES(config=cfg, **{name: built[name] for name in _PARTS})
+
+
+_PARTS = ("feature_encoder", "context_encoder", "cost_filter", "cost_head", "lookup_heads", "context_injection",
+          "update_block", "upsampler")

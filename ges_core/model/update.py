@@ -19,9 +19,10 @@ def resize_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 class ConvGRU(nn.Module):
     """h' = (1 - z) h + z q, with the context's gate biases (cz, cr, cq) injected at every step."""
 
-    def __init__(self, hidden: int, inputs: int) -> None:
+    def __init__(self, hidden: int, inputs: int, *, gate_kernel: int = 3) -> None:
         super().__init__()
-        self.convzr = nn.Conv2d(hidden + inputs, 2 * hidden, 3, padding=1)
+        # gate_kernel 1: the gates see one pixel (9x fewer of the gates' multiply-adds); the candidate q keeps 3x3
+        self.convzr = nn.Conv2d(hidden + inputs, 2 * hidden, gate_kernel, padding=gate_kernel // 2)
         self.convq = nn.Conv2d(hidden + inputs, hidden, 3, padding=1)
 
     def forward(self, h: torch.Tensor, ctx: Sequence[torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
@@ -37,11 +38,12 @@ class ConvGRU(nn.Module):
 class MotionEncoder(nn.Module):
     """Lookup samples + current disparity -> motion features (the disparity is passed through)."""
 
-    def __init__(self, lookup_channels: int, out_channels: int) -> None:
+    def __init__(self, lookup_channels: int, out_channels: int, *, kernel: int = 3) -> None:
         super().__init__()
         self.lookup = nn.Sequential(nn.Conv2d(lookup_channels, 64, 1), nn.ReLU(inplace=True))
         self.disp = nn.Sequential(nn.Conv2d(1, 16, 7, padding=3), nn.ReLU(inplace=True))
-        self.out = nn.Sequential(nn.Conv2d(64 + 16, out_channels - 1, 3, padding=1), nn.ReLU(inplace=True))
+        self.out = nn.Sequential(nn.Conv2d(64 + 16, out_channels - 1, kernel, padding=kernel // 2),
+                                 nn.ReLU(inplace=True))
 
     def forward(self, lookup: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
         # a scale-free view of the disparity for the conv; the raw value rides along unchanged
@@ -53,14 +55,14 @@ class UpdateBlock(nn.Module):
     """One update of the state (h04, h08, h16, disparity), all at 1/4, 1/8, 1/16 resolution."""
 
     def __init__(self, *, hidden_dims: Sequence[int], lookup_channels: int, motion_channels: int,
-                 slow_fast: bool) -> None:
+                 slow_fast: bool, gate_kernel: int = 3, motion_kernel: int = 3) -> None:
         super().__init__()
         h04, h08, h16 = hidden_dims
         self.slow_fast = slow_fast
-        self.motion = MotionEncoder(lookup_channels, motion_channels)
-        self.gru04 = ConvGRU(h04, motion_channels + h08)
-        self.gru08 = ConvGRU(h08, h04 + h16)
-        self.gru16 = ConvGRU(h16, h08)
+        self.motion = MotionEncoder(lookup_channels, motion_channels, kernel=motion_kernel)
+        self.gru04 = ConvGRU(h04, motion_channels + h08, gate_kernel=gate_kernel)
+        self.gru08 = ConvGRU(h08, h04 + h16, gate_kernel=gate_kernel)
+        self.gru16 = ConvGRU(h16, h08, gate_kernel=gate_kernel)
         self.delta = nn.Sequential(nn.Conv2d(h04, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 1, 3, padding=1))
 
     def forward(self, hidden: List[torch.Tensor], disparity: torch.Tensor, context: List[List[torch.Tensor]],

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ges_core import GESConfig, build_model, load_predictor
-from ges_core.model.volume import VolumeLookup, groupwise_correlation, topk_soft_argmin
+from ges_core.model.volume import LookupVolume, VolumeLookup, groupwise_correlation, topk_soft_argmin
 from ges_core.weights import load_weights, save_weights
 
 TINY = GESConfig.preset("tiny")
@@ -88,7 +88,7 @@ def test_topk_soft_argmin():
 def test_volume_lookup_reads_the_right_bin():
     vol = torch.zeros(1, 1, 8, 2, 3)
     vol[0, 0, 5] = 1.0                                  # level-0 feature is 1 at bin 5 only
-    look = VolumeLookup([vol], radius=1)
+    look = VolumeLookup([LookupVolume(vol, 1)], radius=1)
     out = look(torch.full((1, 1, 2, 3), 5.0))          # samples bins 4, 5, 6
     assert torch.allclose(out[0, :, 0, 0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
     half = look(torch.full((1, 1, 2, 3), 4.5))          # linear in disparity
@@ -115,7 +115,7 @@ def test_volume_lookup_is_the_trilinear_sample_of_every_scale():
         expected.append(sampled.reshape(2, 3 * taps, 6, 10))
     vols = [v.requires_grad_() for v in vols]
     disparity.requires_grad_()
-    got = VolumeLookup(vols, radius=radius)(disparity)
+    got = VolumeLookup([LookupVolume(v, 2 ** s) for s, v in enumerate(vols)], radius=radius)(disparity)
     torch.testing.assert_close(got, torch.cat(expected, dim=1), atol=1e-5, rtol=1e-5)
     got.square().sum().backward()
     assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in vols) and disparity.grad.abs().sum() > 0
@@ -135,8 +135,9 @@ def test_unet_decoder_without_the_concatenation_is_the_same():
         c2 = unet.enc2(e1)
         c1 = unet.dec1(torch.cat([F.interpolate(c2, size=e1.shape[2:], mode="trilinear", align_corners=False), e1], 1))
         c0 = unet.dec0(torch.cat([F.interpolate(c1, size=e0.shape[2:], mode="trilinear", align_corners=False), e0], 1))
+    assert [v.scale for v in got] == [1, 2, 4]
     for a, b in zip(got, (c0, c1, c2)):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a.features, b, atol=1e-5, rtol=1e-5)
 
 
 def test_onednn_conv3d_is_the_convolution_with_its_gradient():
@@ -245,3 +246,103 @@ def test_config_presets_and_overrides():
         GESConfig.preset("huge")
     with pytest.raises(ValueError, match="unknown GESConfig fields"):
         GESConfig.from_dict({"max_dsp": 3})
+
+
+# every preset, and every architecture option on the tiny preset: what the cheaper networks (#38) are made of
+ARCH_OPTIONS = {"unet_start": 8, "conv3d": "factorized", "norm": "batch", "shared_stem": True, "slow_fast": False,
+                "gate_kernel": 1, "motion_kernel": 1, "corr_lookup": True}
+VARIANTS = {**{f"preset {name}": GESConfig.preset(name) for name in ("tiny", "small", "fast", "paper")},
+            **{f"tiny {k}={v}": dataclasses.replace(TINY, **{k: v}) for k, v in ARCH_OPTIONS.items()},
+            "tiny, all options": dataclasses.replace(TINY, **ARCH_OPTIONS)}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_module_every_preset_and_option_builds_runs_trains_and_exports(name, tmp_path):
+    """Build, a training forward with a gradient reaching every parameter, an eval forward, and the ONNX export
+    whose ONNX Runtime answer is the eval forward's."""
+    from ges_core.export import export
+    cfg = dataclasses.replace(VARIANTS[name], train_iters=2, iters=2, solver="fixed_point", tol=0.0)
+    torch.manual_seed(0)
+    net = build_model(cfg).train()
+    left = torch.rand(2, 3, 64, 96) * 255
+    right = torch.roll(left, -3, dims=3)
+    out = net(left, right)
+    (out.disparity.mean() + out.init_disparity.mean()).backward()
+    unreached = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not unreached, f"no finite gradient for {unreached[:5]}"
+    net.eval()
+    with torch.no_grad():
+        expected = net(left[:1], right[:1], iters=2)
+    assert expected.disparity.shape == (1, 1, 64, 96) and torch.isfinite(expected.disparity).all()
+    path = tmp_path / "m.onnx"
+    export(net, str(path), fmt="onnx", height=64, width=96, iters=2, solver="fixed_point")
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"left": left[:1].numpy(), "right": right[:1].numpy()})[0]
+    np.testing.assert_allclose(got, expected.disparity.numpy(), atol=2e-3 * max(1.0, float(expected.disparity.abs().max())))
+
+
+def test_each_lookup_volume_is_read_at_its_declared_scale():
+    """The 3D features of scale s have D/s bins and the raw correlation volume (corr_lookup) all D of them, so each
+    is read at d/s: the raw volume was once read at d/8 from its place in the list."""
+    cfg = dataclasses.replace(TINY, corr_lookup=True)
+    net = build_model(cfg).eval()
+    with torch.no_grad():
+        enc = net.encode(torch.rand(1, 3, 64, 96) * 255, torch.rand(1, 3, 64, 96) * 255)
+    volumes = enc.lookup.volumes
+    assert [v.scale for v in volumes] == [1, 2, 4, 1]
+    assert [v.features.shape[2] for v in volumes] == [cfg.num_disp // s for s in (1, 2, 4)] + [cfg.num_disp]
+    # the raw volume's sample at disparity d is its bin d: a volume that is 1 at bin 5 only is read as 1 at d = 5
+    raw = torch.zeros_like(volumes[3].features)
+    raw[:, :, 5] = 1.0
+    look = VolumeLookup([LookupVolume(raw, 1)], radius=0)
+    assert torch.allclose(look(torch.full((1, 1, *raw.shape[-2:]), 5.0)), torch.ones(1, raw.shape[1], *raw.shape[-2:]))
+
+
+@pytest.mark.parametrize("start", [4, 8])
+def test_unet_gives_every_scale_at_its_resolution(start):
+    from ges_core.model.volume import UNet3D
+    unet = UNet3D(in_channels=4, channels=(4, 8, 8), start=start).eval()
+    with torch.no_grad():
+        out = unet(torch.randn(1, 4, 16, 12, 20))
+    assert [tuple(v.features.shape) for v in out] == [(1, 4, 16, 12, 20), (1, 8, 8, 6, 10), (1, 8, 4, 3, 5)]
+    assert [v.scale for v in out] == [1, 2, 4]
+    with pytest.raises(ValueError, match="start"):
+        UNet3D(in_channels=4, channels=(4, 8, 8), start=2)
+
+
+def test_build_model_takes_parts_by_keyword_and_sizes_the_rest_from_them():
+    from ges_core.model.extractor import ContextEncoder
+    context = ContextEncoder(channels=TINY.encoder_channels, hidden_dims=(16, 8, 8))
+    net = build_model(TINY, context_encoder=context)
+    assert net.context_encoder is context
+    assert net.upsampler.mask[0].in_channels == 16 and net.update_block.gru04.convq.out_channels == 16
+    with torch.no_grad():
+        assert net.eval()(torch.rand(1, 3, 32, 64) * 255, torch.rand(1, 3, 32, 64) * 255).disparity.shape == (1, 1, 32, 64)
+    with pytest.raises(ValueError, match="unknown GES parts"):
+        build_model(TINY, cost_volume=context)
+    with pytest.raises(ValueError, match="valid"):
+        build_model(dataclasses.replace(TINY, norm="layer"))
+    with pytest.raises(ValueError, match="valid"):
+        build_model(dataclasses.replace(TINY, conv3d="depthwise"))
+
+
+def test_the_small_presets_weights_still_load_and_seed_the_fast_preset(tmp_path):
+    """Today's weights load with today's options; the fast preset takes every tensor they share by name and
+    shape, and keeps its own fresh values for the rest."""
+    from ges_core.weights import seed_from
+    small = build_model(GESConfig.preset("small"))
+    path = tmp_path / "small.safetensors"
+    save_weights(path, small, small.config)
+    fast = build_model(GESConfig.preset("fast"))
+    fresh = {k: v.clone() for k, v in fast.state_dict().items()}
+    copied, total = seed_from(fast, path)
+    source = small.state_dict()
+    same = [k for k in fresh if k in source and source[k].shape == fresh[k].shape]
+    assert copied == len(same) and 0 < copied < total
+    for k, v in fast.state_dict().items():
+        # weights files may hold fp16: within its rounding of the source, exactly the fresh value elsewhere
+        if k in same:
+            torch.testing.assert_close(v.float(), source[k].float(), rtol=1e-3, atol=1e-4)
+        else:
+            assert torch.equal(v, fresh[k])

@@ -400,3 +400,40 @@ def test_curation_leaves_grossly_failed_exact_label_samples_out_of_the_loss(tmp_
     Trainer(cfg, progress=False).train()
     rows = losses(Path(cfg.out_dir))
     assert rows and all(0.0 <= r["curated"] <= 1.0 for r in rows)
+
+
+def test_distillation_loss_is_zero_at_the_teacher_and_pulls_toward_it():
+    from ges_core.losses import distillation_loss
+    from ges_core.model.ges import GESOutput
+    teacher = torch.full((1, 1, 4, 6), 7.0)
+    taught = GESOutput(teacher, teacher - 1, teacher, [], 1, torch.zeros(1, 1), False)
+    mask = torch.ones_like(teacher, dtype=torch.bool)
+    same, _ = distillation_loss(taught, taught, mask, weight=2.0)
+    assert float(same) == 0.0
+    pred = (teacher + 3).requires_grad_(True)
+    loss, stats = distillation_loss(GESOutput(pred, teacher - 1, teacher, [], 1, torch.zeros(1, 1), False), taught,
+                                    mask, weight=2.0)
+    loss.backward()
+    assert float(loss) == pytest.approx(6.0) and stats["distill_final"] == pytest.approx(3.0)
+    assert (pred.grad > 0).all()          # descending moves the student down, toward the teacher
+
+
+def test_a_run_seeded_and_taught_by_weights_logs_the_teacher_terms_and_bf16_where_the_cpu_has_it(tmp_path):
+    """init_from seeds the tensors the networks share, distill_from adds the teacher's terms up to distill_steps,
+    cpu_amp trains under bf16 autocast (on a CPU with bf16; float32 elsewhere, said once) without non-finite steps."""
+    from ges_core.config import GESConfig
+    from ges_core.model.ges import build_model
+    from ges_core.weights import save_weights
+    teacher = build_model(GESConfig.preset("tiny"))
+    weights = tmp_path / "teacher.safetensors"
+    save_weights(weights, teacher, teacher.config)
+    cfg = TrainConfig.load(cfg_file(tmp_path, steps=4, model={"preset": "tiny", "train_iters": 2, "unet_start": 8},
+                                    init_from=str(weights), distill_from=str(weights), distill_weight=1.0,
+                                    distill_steps=2, cpu_amp=True))
+    result = Trainer(cfg, progress=False).train()
+    assert result["nan_skipped"] == 0
+    rows = losses(Path(cfg.out_dir))
+    assert [("distill_final" in r) for r in rows] == [True, True, False, False]
+    with pytest.raises(ValueError, match="distill_from"):
+        Trainer(TrainConfig.load(cfg_file(tmp_path, name="b.yaml", distill_weight=1.0, distill_steps=2)),
+                progress=False)
