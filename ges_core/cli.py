@@ -77,7 +77,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
     from .data.io import read_image, write_ply, write_pfm
-    from .geometry import colorize
+    from .geometry import colorize, depth_mm
     from .pipeline import PipelineParams, StereoPipeline
 
     pairs = _pairs(args.left, args.right)
@@ -101,6 +101,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if calib is not None:
             xyz, _ = r.points()
             n = write_ply(str(out / "points.ply"), xyz, left)
+            depth = r.depth()        # the cloud's z: metres, NaN where there is no point
+            write_pfm(str(out / "depth.pfm"), depth)
+            _imwrite(out / "depth_mm.png", depth_mm(depth))
         scale = f", network at scale {r.scale:.3g}" if r.scale != 1.0 else ""
         print(f"{left_p.name}: {r.iters} iterations, residual {r.residual:.2e}, {r.timings_ms['total']:.0f} ms"
               f"{scale}, runtime {getattr(predictor, 'runtime', 'onnxruntime')}"

@@ -3,7 +3,7 @@ into it by ges_ros.messages.calibration_from_camera_info).
 
     network disparity   d_net = x_l - x_r                       (pixel shift, >= 0)
     published disparity d = d_net - (cx_l - cx_r)               (stereo_image_proc)
-    depth               Z = f * T / d,   T = -P_right[3] / P_right[0]  (baseline, metres)
+    depth               Z = f * T / d,   T = -P_right[3] / P_right[0]  (baseline, metres; depth_at, the one formula)
     point               X = (u - cx_l) Z / fx,  Y = (v - cy) Z / fy
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
+from numba import njit
 
 
 class CalibrationError(ValueError):
@@ -70,22 +71,41 @@ def to_ros_disparity(d_net: np.ndarray, calib: StereoCalibration) -> np.ndarray:
     return np.subtract(d_net, np.float32(calib.doffs), dtype=np.float32)     # one pass (astype copied again)
 
 
-def depth_from_disparity(d_ros: np.ndarray, calib: StereoCalibration) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (calib.fx * calib.baseline / d_ros).astype(np.float32)
+@njit(inline="always", cache=True)
+def depth_at(d, ok, focal_baseline, min_depth, far):  # pragma: no cover (compiled; its callers are tested)
+    """The one depth formula, Z = f T / d, for one pixel: NaN where there is no point (not ok, d <= 0, nearer than
+    min_depth or farther than far). The depth image (depth_map) and the cloud (ges_ros.messages) both compile it,
+    so a pixel's depth is the cloud's z to the bit."""
+    z = focal_baseline / d
+    return z if ok and d > 0 and z >= min_depth and z <= far else np.float32(np.nan)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _depth_rows(d, valid, focal_baseline, min_depth, far, out):  # pragma: no cover (compiled; callers tested)
+    height, width = d.shape
+    for r in range(height):
+        for c in range(width):
+            out[r, c] = depth_at(d[r, c], valid[r, c], focal_baseline, min_depth, far)
 
 
 def depth_map(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *, min_depth: float = 0.0,
               max_depth: float = 0.0, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """(H, W) float32 depth Z = f T / d, NaN where there is no point (invalid, d <= 0, or outside the depth limits;
-    max_depth <= 0: no upper limit). `out`: an (H, W) float32 array to write it into."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.divide(np.float32(calib.fx * calib.baseline), d_ros, out=out, dtype=np.float32)
-    bad = ~valid | (d_ros <= 0) | (z < min_depth)
-    if max_depth > 0:
-        bad |= z > max_depth
-    np.copyto(z, np.float32(np.nan), where=bad)
+    """(H, W) float32 depth Z = f T / d in metres, NaN where there is no point (invalid, d <= 0, or outside the
+    depth limits; max_depth <= 0: no upper limit), REP 117's rule. `out`: an (H, W) float32 array to write it into."""
+    z = np.empty(d_ros.shape, np.float32) if out is None else out
+    _depth_rows(np.ascontiguousarray(d_ros, dtype=np.float32), np.ascontiguousarray(valid, dtype=np.bool_),
+                np.float32(calib.fx * calib.baseline), np.float32(min_depth),
+                np.float32(max_depth) if max_depth > 0 else np.float32(np.inf), z)
     return z
+
+
+def depth_mm(depth: np.ndarray) -> np.ndarray:
+    """Metric depth (NaN invalid) -> 16-bit millimetres, the 16UC1 convention (depthai, OpenNI, rtabmap): 0 where
+    invalid or beyond 65.535 m, which 16 bits cannot hold."""
+    with np.errstate(invalid="ignore"):
+        mm = np.rint(depth * np.float32(1000.0))
+        ok = np.isfinite(mm) & (mm > 0) & (mm <= 65535)
+    return np.where(ok, mm, 0).astype(np.uint16)
 
 
 def point_cloud_planes(d_ros: np.ndarray, valid: np.ndarray, calib: StereoCalibration, *, min_depth: float = 0.0,

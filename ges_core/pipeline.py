@@ -18,7 +18,7 @@ import numpy as np
 from .autoscale import (DEFAULT_PREFERRED_PIXELS, NEAR_SHARE, PROBE_ITERS, RANGE_TARGET, AutoScale, Probe,
                         high_disparity, resolution_scale, snap_down)
 from .config import GESConfig, strict_from_dict
-from .geometry import StereoCalibration, point_cloud_xyz, to_ros_disparity
+from .geometry import StereoCalibration, depth_map, point_cloud_xyz, to_ros_disparity
 
 # the network is run at a scale whose search range covers the wanted disparities with this much to spare
 RANGE_MARGIN = 0.95
@@ -91,6 +91,12 @@ class PipelineResult:
         their mask."""
         return point_cloud_xyz(self.ros_disparity(), self.valid, self._calib(), min_depth=self.min_depth,
                                max_depth=self.max_depth)
+
+    def depth(self) -> np.ndarray:
+        """(H, W) float32 depth in metres along the left camera's optical axis, NaN where there is no point: the
+        cloud's z, pixel for pixel (ges_core.geometry.depth_at)."""
+        return depth_map(self.ros_disparity(), self.valid, self._calib(), min_depth=self.min_depth,
+                         max_depth=self.max_depth)
 
     def _calib(self) -> StereoCalibration:
         if self.calibration is None:

@@ -42,6 +42,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             params[key] = getattr(args, key)
     if args.approximate_sync:
         params["approximate_sync"] = True
+    if args.rectify:
+        params["rectify"] = True
     if args.slop is not None:
         params["approximate_sync"] = True
         params["approximate_sync_tolerance_seconds"] = args.slop
@@ -55,7 +57,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                      slop=float(params["approximate_sync_tolerance_seconds"]), queue_size=int(params["queue_size"]),
                      rate=None if args.max_rate else args.rate, copy_inputs=args.copy_inputs, storage=args.storage,
                      color=args.color, overwrite=args.overwrite, progress=not args.no_progress,
-                     calibration=calibration)
+                     calibration=calibration, rectify=bool(params["rectify"]))
     print("\n".join(summary.lines()))
     print(f"output bag: {args.output}")
     if summary.error or summary.interrupted:
@@ -85,6 +87,9 @@ def add_ros_commands(sub) -> None:
                    help="pair images by nearest stamps (free-running cameras), within --slop")
     p.add_argument("--slop", type=float, default=None,
                    help="approximate sync tolerance in s (implies --approximate-sync; default 0.1)")
+    p.add_argument("--rectify", action="store_true",
+                   help="the images are raw: rectify them with their camera_info's D, K, R and P first (the node's "
+                        "rectify parameter)")
     p.add_argument("--namespace", default="/stereo", help="output topics' namespace (default /stereo)")
     p.add_argument("--params", help="node parameter YAML, e.g. config/stereo.yaml")
     p.add_argument("--weights")

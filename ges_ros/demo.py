@@ -21,15 +21,17 @@ import cv2
 import numpy as np
 
 from .bag import BagWriter
-from ges_core.geometry import colorize
+from ges_core.geometry import colorize, depth_mm
 from .messages import rosbags_types, unpack_cloud
+from .processing import OUTPUTS
 from .sample import MOTORCYCLE, motorcycle, stereo_messages
 
 NS = "/stereo"
 INPUT_TOPICS = [f"{NS}/left/image_rect", f"{NS}/right/image_rect", f"{NS}/left/camera_info", f"{NS}/right/camera_info"]
 INPUT_TYPES = ["sensor_msgs/msg/Image", "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/CameraInfo"]
-OUTPUTS = {f"{NS}/disparity": "stereo_msgs/msg/DisparityImage", f"{NS}/points2": "sensor_msgs/msg/PointCloud2",
-           f"{NS}/confidence": "sensor_msgs/msg/Image"}
+# the node's outputs the demo records (by subscribing to them, it asks for the on-demand ones)
+RECORDED = {f"{NS}/{name}": OUTPUTS[name].type for name in ("disparity", "points2", "confidence", "depth",
+                                                             "depth/camera_info")}
 
 
 def write_sample_bag(path: Path, *, frames: int, period_s: float, start_s: int = 1_700_000_000) -> None:
@@ -115,7 +117,7 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
                              "-p", f"iters:={iters}", "-p", "qos_reliability:=reliable"], env)
     rclpy.init()
     peer = rclpy.create_node("ges_demo")
-    recorder = Recorder(peer, str(out_bag), OUTPUTS)
+    recorder = Recorder(peer, str(out_bag), RECORDED)
     executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(peer)
     spin = threading.Thread(target=executor.spin, daemon=True)
@@ -123,7 +125,7 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
     try:
         node_proc.wait_ready(120)
         print(f"[3/4] playing the bag into the node over DDS ({frames} frames, {period_s} s apart) and recording "
-              f"{', '.join(OUTPUTS)}", flush=True)
+              f"{', '.join(RECORDED)}", flush=True)
         play(peer, str(in_bag), rate=1.0, reliable=True, wait_for_subscribers=20.0)
         end = time.monotonic() + timeout_s
         while time.monotonic() < end and min(recorder.counts.values()) < frames:
@@ -161,12 +163,24 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
         cloud = unpack_cloud(recorder.last[f"{NS}/points2"])
         xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
         n_pts = write_ply(str(out / "points.ply"), xyz, left)
+    depth_note = "no depth image arrived"
+    if f"{NS}/depth" in recorder.last:
+        # the depth image is f T / d of the published disparity wherever both are valid, and in metres
+        dimg = recorder.last[f"{NS}/depth"]
+        z = np.frombuffer(bytes(dimg.data), "<f4").reshape(dimg.height, dimg.width)
+        both = pub_valid & np.isfinite(z)
+        rel = np.abs(z[both] * d_ros[both] / (dmsg.f * dmsg.t) - 1) if both.any() else np.zeros(1)
+        cv2.imwrite(str(out / "depth_mm.png"), depth_mm(z))
+        depth_note = (f"depth (32FC1, m): {both.mean() * 100:.1f}% of pixels, median {np.median(z[both]):.2f} m, "
+                      f"largest deviation from f*T/d {rel.max() * 100:.4f}%")
     infer = _node_inference_ms(node_proc.lines)
     report = [
         "# GES demo: Middlebury motorcycle through stereo_node",
         "",
         f"- frames played: {frames} ({period_s} s apart); disparity messages received: {n_disp}; "
-        f"points2: {recorder.counts[f'{NS}/points2']}; confidence: {recorder.counts[f'{NS}/confidence']}",
+        f"points2: {recorder.counts[f'{NS}/points2']}; confidence: {recorder.counts[f'{NS}/confidence']}; "
+        f"depth: {recorder.counts[f'{NS}/depth']}; depth/camera_info: {recorder.counts[f'{NS}/depth/camera_info']}",
+        f"- {depth_note}",
         f"- weights: {weights}; device: cpu; runtime: {_node_runtime(node_proc.lines)}; solver iterations: {iters}",
         f"- node exit code after SIGINT: {node_rc}",
         "",
@@ -178,12 +192,13 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
         f"{sgbm_ms:.0f} |",
         "",
         f"Ground truth: scikit-image's Middlebury 2014 motorcycle (quarter size), {valid.mean() * 100:.1f}% of pixels.",
-        f"Outputs: disparity_color.png, confidence.png, points.ply ({n_pts} points), {out_bag.name}/ (MCAP), "
+        f"Outputs: disparity_color.png, confidence.png, depth_mm.png (16-bit millimetres), points.ply ({n_pts} points), "
+        f"{out_bag.name}/ (MCAP), "
         f"input bag {in_bag.name}/.",
     ]
     (out / "report.md").write_text("\n".join(report) + "\n")
     print("\n".join(report[2:]))
-    print(f"\nwritten to {out.resolve()}: report.md, disparity_color.png, confidence.png, points.ply, "
+    print(f"\nwritten to {out.resolve()}: report.md, disparity_color.png, confidence.png, depth_mm.png, points.ply, "
           f"{out_bag.name}/, {in_bag.name}/")
     return 0
 

@@ -33,6 +33,12 @@ PARAMS = (
           "(P2/P3), or the left camera's ROS camera_info YAML (with calibration_right); empty = camera_info topics",
           read_only=True),
     Param("calibration_right", "", "the right camera's ROS camera_info YAML, with calibration", read_only=True),
+    Param("image_transport", "raw", "how the images arrive: raw (sensor_msgs/Image on <image topic>) or compressed "
+          "(sensor_msgs/CompressedImage, JPEG or PNG, on <image topic>/compressed)", read_only=True,
+          choices=("raw", "compressed")),
+    Param("rectify", False, "the images are raw (left/image_raw, right/image_raw): rectify them here with their "
+          "camera_info's D, K, R and P (plumb_bob, rational_polynomial, equidistant) before matching; outputs are "
+          "in the rectified left frame, with its P", read_only=True),
     Param("device", "auto", "inference device: auto (CUDA if available, else CPU), cpu, cuda, cuda:N", read_only=True),
     Param("backend", DEFAULT_BACKEND, "network runtime: auto (OpenVINO on a CPU where it is installed, else "
           "PyTorch), torch, openvino (CPU); the solver loop is the same in each", read_only=True,
@@ -57,8 +63,8 @@ PARAMS = (
           (0, 1 << 30), scope="pipeline"),
     Param("probe_every", 15, "input_scale auto: one pair in this many gets the range probe while the scene is far "
           "from the range (near it, every pair)", (1, 10000), scope="pipeline"),
-    Param("min_confidence", 0.0, "pixels whose (calibrated) confidence is below this are invalid in the disparity "
-          "and the cloud; 0 = keep all", (0.0, 1.0), scope="pipeline"),
+    Param("min_confidence", 0.0, "pixels whose (calibrated) confidence is below this are invalid in the disparity, "
+          "the cloud and depth; 0 = keep all", (0.0, 1.0), scope="pipeline"),
     Param("retry_input_scale", 0.0, "when inference fails on a pair (e.g. CUDA out of memory), retry it once at "
           "input_scale times this factor; 0 = drop the pair", (0.0, 0.95), scope="pipeline"),
     Param("max_pixels", 0, "inputs with more pixels (after input_scale) are downscaled to fit; 0 = no limit",
@@ -74,9 +80,11 @@ PARAMS = (
     Param("queue_size", 5, "messages kept per input while waiting for a match", (1, 1000), read_only=True),
     Param("use_color", True, "add packed rgb from the left image to points2", scope="output"),
     Param("avoid_point_cloud_padding", False, "pack points2 fields without 16-byte alignment padding", scope="output"),
-    Param("min_depth", 0.0, "points nearer than this are NaN in points2 (m); with a calibration the network is also "
+    Param("depth_encoding", "32FC1", "the depth image's encoding: 32FC1 (metres, NaN where invalid; REP 117) or "
+          "16UC1 (millimetres, 0 where invalid or beyond 65.535 m)", choices=("32FC1", "16UC1"), scope="output"),
+    Param("min_depth", 0.0, "points nearer than this are NaN in points2 and depth (m); with a calibration the network is also "
           "run small enough that its range reaches this depth (near range)", (0.0, 1e6), scope="pipeline"),
-    Param("max_depth", 0.0, "points farther than this are NaN in points2 (m); 0 = no limit", (0.0, 1e6), scope="pipeline"),
+    Param("max_depth", 0.0, "points farther than this are NaN in points2 and depth (m); 0 = no limit", (0.0, 1e6), scope="pipeline"),
     Param("qos_reliability", "auto", "input QoS reliability: auto (per input, reliable when all its publishers "
           "offer it, as rosbag2 does), best_effort (SensorDataQoS) or reliable; a camera_info whose publishers all "
           "offer transient_local (latched) is subscribed so in every mode", choices=("auto", "best_effort", "reliable")),

@@ -12,14 +12,46 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Collection, Dict, Optional, Tuple
+
+import cv2
 
 from ges_core.config import strict_from_dict
-from ges_core.geometry import CalibrationError, StereoCalibration, colorize
+from ges_core.geometry import CalibrationError, StereoCalibration, colorize, depth_map, depth_mm
 from ges_core.pipeline import PipelineParams, StereoPipeline
 from .image_codec import ImageError, to_rgb8
-from .messages import (MessageTypes, calibration_from_camera_info, disparity_msg, header, image_msg, info_field,
-                       pointcloud_msg)
+from .inputs import Rectifier
+from .messages import (MessageTypes, calibration_from_camera_info, camera_info_msg, disparity_msg, header,
+                       image_msg, info_field, pointcloud_msg)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output topic: its name relative to the node's namespace, its message type, and whether it is built only
+    on demand (when subscribed; in a replay, when asked for)."""
+    name: str
+    type: str                   # the ROS type name, "sensor_msgs/msg/Image"
+    on_demand: bool
+    description: str
+
+    @property
+    def class_name(self) -> str:
+        """The message class's name, as MessageTypes holds it ("Image")."""
+        return self.type.rsplit("/", 1)[-1]
+
+
+# every output, in the order a pair's messages are published: adding one is a row here and its builder in process
+OUTPUTS: Dict[str, Output] = {o.name: o for o in (
+    Output("disparity", "stereo_msgs/msg/DisparityImage", False, "32FC1 disparity, f and T (stereo_image_proc's)"),
+    Output("confidence", "sensor_msgs/msg/Image", False, "32FC1 confidence in [0, 1]"),
+    Output("points2", "sensor_msgs/msg/PointCloud2", True, "organized cloud in the left optical frame, NaN invalid"),
+    Output("depth", "sensor_msgs/msg/Image", True, "depth along the left optical axis: 32FC1 metres NaN invalid, "
+           "or 16UC1 millimetres 0 invalid (depth_encoding)"),
+    Output("depth/camera_info", "sensor_msgs/msg/CameraInfo", True, "the left rectified calibration at the depth "
+           "image's size, with its stamp and frame"),
+    Output("disparity_color", "sensor_msgs/msg/Image", True, "bgr8 colour map of the disparity"),
+)}
+DEPTH_ENCODINGS = ("32FC1", "16UC1")
 
 # a stamp this far behind the previous one is a clock reset (bag loop), not a stray old message
 CLOCK_RESET_S = 1.0
@@ -39,6 +71,11 @@ class OutputParams:
     delta_d: float = 1.0 / 16.0
     use_color: bool = True
     avoid_point_cloud_padding: bool = False
+    depth_encoding: str = "32FC1"
+
+    def __post_init__(self) -> None:
+        if self.depth_encoding not in DEPTH_ENCODINGS:
+            raise ValueError(f"depth_encoding must be one of {list(DEPTH_ENCODINGS)}, got {self.depth_encoding!r}")
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "OutputParams":
@@ -63,10 +100,7 @@ class ProcessingParams:
 @dataclass
 class StereoResult:
     stamp: Tuple[int, int]
-    disparity: Any
-    confidence: Any
-    points: Optional[Any]
-    color: Optional[Any]
+    messages: Dict[str, Any]           # output name (OUTPUTS) -> message, for the outputs built
     iters: int
     residual: float
     fallback: bool
@@ -75,6 +109,14 @@ class StereoResult:
     scale_changed: bool = False        # input_scale auto changed it on this pair ...
     scale_reason: str = ""             # ... because of this
     out_of_range: int = 0              # pixels invalid because their match may lie beyond the network's range
+
+    @property
+    def disparity(self):
+        return self.messages["disparity"]
+
+    @property
+    def points(self):
+        return self.messages.get("points2")
 
 
 def stamp_of(msg) -> Tuple[int, int]:
@@ -92,8 +134,14 @@ class StereoProcessor:
     def __init__(self, predictor, params: ProcessingParams, types: MessageTypes, *,
                  names: Tuple[str, str, str, str] = ("left/image_rect", "right/image_rect",
                                                      "left/camera_info", "right/camera_info"),
-                 calibration: Optional[StereoCalibration] = None) -> None:
+                 calibration: Optional[StereoCalibration] = None, rectify: bool = False) -> None:
+        """rectify: the images are raw; they are rectified with their camera_info's D, K, R and P first (which
+        a calibration given instead of camera_info cannot describe)."""
+        if rectify and calibration is not None:
+            raise ValueError("rectify needs the cameras' camera_info (D, K, R, P); a calibration file given "
+                             "instead describes only the rectified pair")
         self.pipeline = StereoPipeline(predictor, params.pipeline)
+        self.rectifier = Rectifier() if rectify else None
         self._params = params
         self.types = types
         self.names = names
@@ -168,11 +216,21 @@ class StereoProcessor:
         except CalibrationError as exc:
             source = "the calibration given" if self.fixed_calibration is not None else self.names[2]
             raise InputError("info_mismatch", f"{source} vs {self.names[0]}: {exc}") from None
+        if self.rectifier is not None:
+            try:
+                left, right = self.rectifier(left, right, left_info, right_info)
+            except (CalibrationError, cv2.error) as exc:
+                raise InputError("bad_camera_info", f"{self.names[2]}/{self.names[3]}: cannot rectify: {exc}") \
+                    from None
         return left, right, calib
 
-    def process(self, left_msg, right_msg, left_info=None, right_info=None, *, want_points: bool = True,
-                want_color: bool = False) -> StereoResult:
-        """left_info/right_info: the pair's CameraInfo (None when a fixed calibration was given)."""
+    def process(self, left_msg, right_msg, left_info=None, right_info=None, *,
+                outputs: Collection[str] = ("points2",)) -> StereoResult:
+        """left_info/right_info: the pair's CameraInfo (None when a fixed calibration was given); outputs: the
+        on-demand outputs (OUTPUTS) to build besides disparity and confidence."""
+        unknown = sorted(set(outputs) - set(OUTPUTS))
+        if unknown:
+            raise ValueError(f"unknown outputs {unknown}; valid: {list(OUTPUTS)}")
         t0 = time.perf_counter()
         out = self.params.output
         stamp = stamp_of(left_msg)
@@ -189,19 +247,30 @@ class StereoProcessor:
         d_ros = r.ros_disparity()
         t = self.types
         hdr = header(t, stamp[0], stamp[1], left_msg.header.frame_id)
-        disp = disparity_msg(t, hdr, d_ros, r.valid, calib, min_disparity=min_d - calib.doffs,
-                             max_disparity=max_d - calib.doffs, delta_d=out.delta_d)
-        conf = image_msg(t, hdr, r.confidence, "32FC1")
-        points = None
-        if want_points:
-            points = pointcloud_msg(t, hdr, d_ros, r.valid, calib, left if out.use_color else None,
-                                    avoid_padding=out.avoid_point_cloud_padding, min_depth=r.min_depth,
-                                    max_depth=r.max_depth)
-        color = image_msg(t, hdr, colorize(d_ros, r.valid), "bgr8") if want_color else None
+        height, width = d_ros.shape
+
+        def depth():
+            z = depth_map(d_ros, r.valid, calib, min_depth=r.min_depth, max_depth=r.max_depth)
+            return image_msg(t, hdr, z, "32FC1") if out.depth_encoding == "32FC1" else \
+                image_msg(t, hdr, depth_mm(z), "16UC1")
+        build = {
+            "disparity": lambda: disparity_msg(t, hdr, d_ros, r.valid, calib, min_disparity=min_d - calib.doffs,
+                                               max_disparity=max_d - calib.doffs, delta_d=out.delta_d),
+            "confidence": lambda: image_msg(t, hdr, r.confidence, "32FC1"),
+            "points2": lambda: pointcloud_msg(t, hdr, d_ros, r.valid, calib, left if out.use_color else None,
+                                              avoid_padding=out.avoid_point_cloud_padding, min_depth=r.min_depth,
+                                              max_depth=r.max_depth),
+            "depth": depth,
+            # the left rectified camera at the depth image's size: what exact-stamp consumers pair with it
+            "depth/camera_info": lambda: camera_info_msg(t, hdr, width=width, height=height, fx=calib.fx,
+                                                         fy=calib.fy, cx=calib.cx_left, cy=calib.cy),
+            "disparity_color": lambda: image_msg(t, hdr, colorize(d_ros, r.valid), "bgr8"),
+        }
+        messages = {name: build[name]() for name, o in OUTPUTS.items() if not o.on_demand or name in outputs}
         t_end = time.perf_counter()
         timings = dict(r.timings_ms)
         # the openvino backend's one-off compile of a new size is reported as its own, not as inference time
         timings.update(decode=(t_dec - t0) * 1e3, network=(t_net - t_dec) * 1e3 - timings.get("compile", 0.0),
                        messages=(t_end - t_net) * 1e3, pipeline=(t_end - t0) * 1e3)
-        return StereoResult(stamp, disp, conf, points, color, r.iters, r.residual, r.fallback, timings, r.scale,
+        return StereoResult(stamp, messages, r.iters, r.residual, r.fallback, timings, r.scale,
                             r.scale_changed, r.scale_reason, r.out_of_range)

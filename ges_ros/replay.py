@@ -18,11 +18,8 @@ from ges_core.geometry import StereoCalibration
 
 from .bag import BagError, BagReader, BagWriter, guess_topics, to_ros2
 from .messages import rosbags_types
-from .processing import InputError, ProcessingParams, StereoProcessor
+from .processing import OUTPUTS, InputError, ProcessingParams, StereoProcessor
 from .sync import StereoInputs
-
-OUT_TYPES = {"disparity": "stereo_msgs/msg/DisparityImage", "points2": "sensor_msgs/msg/PointCloud2",
-             "confidence": "sensor_msgs/msg/Image", "disparity_color": "sensor_msgs/msg/Image"}
 
 
 @dataclass
@@ -71,8 +68,9 @@ def replay(in_bag: str, out_bag: str, predictor, *, params: ProcessingParams, to
            namespace: str = "/stereo", approximate: bool = False, slop: float = 0.1, queue_size: int = 5,
            rate: Optional[float] = None, copy_inputs: bool = False, storage: str = "mcap", color: bool = False,
            overwrite: bool = False, progress: bool = True, log=print,
-           calibration: Optional[StereoCalibration] = None) -> ReplaySummary:
-    """calibration: use it instead of the bag's camera_info (which then need not exist)."""
+           calibration: Optional[StereoCalibration] = None, rectify: bool = False) -> ReplaySummary:
+    """calibration: use it instead of the bag's camera_info (which then need not exist); rectify: the images are
+    raw, rectified with their camera_info's D, K, R and P first."""
     summary = ReplaySummary()
     reader = BagReader(in_bag)
     chosen = guess_topics(reader.topic_types, topics, counts=reader.count, need_info=calibration is None)
@@ -82,7 +80,7 @@ def replay(in_bag: str, out_bag: str, predictor, *, params: ProcessingParams, to
     log(f"stereo topics: left {chosen.left}, right {chosen.right}, {info_text}")
     types = rosbags_types()
     names = tuple(t or "(calibration)" for t in chosen.as_tuple())
-    processor = StereoProcessor(predictor, params, types, names=names, calibration=calibration)
+    processor = StereoProcessor(predictor, params, types, names=names, calibration=calibration, rectify=rectify)
     writer = BagWriter(out_bag, storage=storage, overwrite=overwrite)
     ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
     index = {t: i for i, t in enumerate(chosen.as_tuple()) if t}
@@ -90,18 +88,19 @@ def replay(in_bag: str, out_bag: str, predictor, *, params: ProcessingParams, to
     from tqdm import tqdm
     bar = tqdm(total=total, disable=not progress, desc="replay", unit="frame", dynamic_ncols=True)
 
+    # every output but the colour map, which is asked for
+    wanted = {name for name in OUTPUTS if name != "disparity_color" or color}
+
     def on_pair(left, right, left_info, right_info):
         try:
-            result = processor.process(left, right, left_info, right_info, want_points=True, want_color=color)
+            result = processor.process(left, right, left_info, right_info, outputs=wanted)
         except InputError as exc:
             summary.dropped[exc.reason] = summary.dropped.get(exc.reason, 0) + 1
             log(f"pair dropped: {exc}")
             return
         stamp_ns = result.stamp[0] * 10 ** 9 + result.stamp[1]
-        for name, msg in (("disparity", result.disparity), ("points2", result.points),
-                          ("confidence", result.confidence), ("disparity_color", result.color)):
-            if msg is not None:
-                writer.write(f"{ns}/{name}", OUT_TYPES[name], stamp_ns, msg)
+        for name, msg in result.messages.items():
+            writer.write(f"{ns}/{name}", OUTPUTS[name].type, stamp_ns, msg)
         if result.scale_changed or summary.frames == 0:
             log(f"network scale {result.scale:.3g}" + (f" ({result.scale_reason})" if result.scale_reason else ""))
         summary.frames += 1

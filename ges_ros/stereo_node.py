@@ -1,8 +1,8 @@
 """stereo_node: rectified stereo pair in, DisparityImage / PointCloud2 / confidence out.
 
 Subscribes (relative, remappable, as stereo_image_proc): left/image_rect, left/camera_info,
-right/image_rect, right/camera_info. Publishes: disparity, points2, confidence, disparity_color
-(built only when subscribed) and /diagnostics.
+right/image_rect, right/camera_info. Publishes the outputs of ges_ros.processing.OUTPUTS (disparity, confidence;
+points2, depth, depth/camera_info and disparity_color built only when subscribed) and /diagnostics.
 
 Callbacks only hand messages to the synchronizer; a matched set goes into a one-slot mailbox and a
 single worker thread processes the newest set (older ones are dropped and counted), so latency stays
@@ -22,21 +22,19 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_c
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
-from stereo_msgs.msg import DisparityImage
-from sensor_msgs.msg import PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from diagnostic_msgs.msg import DiagnosticArray
 
+from .inputs import inputs, topic
 from .messages import diagnostics_msg, header, rclpy_types
 from .params import PARAMS, by_name
-from .processing import InputError, ProcessingParams, StereoProcessor
+from .processing import OUTPUTS, InputError, ProcessingParams, StereoProcessor
 from .sync import StereoInputs
 from ges_core import choose_solver
 from ges_core.pipeline import parse_input_scale
 
 RCLError = _rclpy_c.RCLError
 
-INPUTS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
 OK, WARN, ERROR = 0, 1, 2
 RETIRE_AFTER_S = 3.0     # a replaced subscription is destroyed once its successor delivers, or after this
 OVERLAP_S = 0.5          # ... and not before its successor has delivered for this long: what it still queues is taken
@@ -74,13 +72,18 @@ class StereoNode(Node):
         if warning:
             self.get_logger().warning(f"{warning} (weights {self.get_parameter('weights').value})")
         calibration = self._fixed_calibration()
+        rectify = self.get_parameter("rectify").value
+        transport = self.get_parameter("image_transport").value
+        self._inputs = inputs(rectify=rectify)
+        self._topics = tuple(topic(inp, transport) for inp in self._inputs)    # relative, remappable
+        self._input_types = tuple((CompressedImage if transport == "compressed" else Image) if inp.is_image
+                                  else CameraInfo for inp in self._inputs)
         self.processor = StereoProcessor(predictor, ProcessingParams.from_dict(self._param_values()), rclpy_types(),
-                                         names=tuple(self.resolve_topic_name(n) for n in INPUTS),
-                                         calibration=calibration)
-        self.pub_disparity = self.create_publisher(DisparityImage, "disparity", 1)
-        self.pub_points = self.create_publisher(PointCloud2, "points2", 1)
-        self.pub_confidence = self.create_publisher(Image, "confidence", 1)
-        self.pub_color = self.create_publisher(Image, "disparity_color", 1)
+                                         names=tuple(self.resolve_topic_name(t) for t in self._topics),
+                                         calibration=calibration, rectify=rectify)
+        types = self.processor.types
+        self.publishers_by_output = {o.name: self.create_publisher(getattr(types, o.class_name), o.name, 1)
+                                     for o in OUTPUTS.values()}
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         g = self.get_parameter
@@ -233,7 +236,7 @@ class StereoNode(Node):
                 reliability = QoSReliabilityPolicy.RELIABLE
             else:
                 reliability = QoSReliabilityPolicy.BEST_EFFORT
-            latched = i >= 2 and offered and all(q.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL for q in offered)
+            latched = not self._inputs[i].is_image and offered and all(q.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL for q in offered)
             wanted[i] = (reliability, QoSDurabilityPolicy.TRANSIENT_LOCAL if latched else QoSDurabilityPolicy.VOLATILE)
         return wanted
 
@@ -249,7 +252,7 @@ class StereoNode(Node):
                  for i, q in self._qos.items()}
         if len(set(words.values())) == 1:
             return next(iter(words.values()))
-        return ", ".join(f"{INPUTS[i]}: {w}" for i, w in sorted(words.items()))
+        return ", ".join(f"{self._topics[i]}: {w}" for i, w in sorted(words.items()))
 
     def _subscribe(self, wanted: Dict[int, Qos]) -> None:
         """Subscribe each input whose QoS changed. A replaced subscription keeps delivering until its successor
@@ -284,11 +287,11 @@ class StereoNode(Node):
             self._subs[i], self._qos[i] = sub, (reliability, durability)
 
     def _create_input(self, i: int, reliability, durability, gen: int):
-        types = (Image, Image, CameraInfo, CameraInfo)
         qos = QoSProfile(depth=self.get_parameter("queue_size").value, reliability=reliability,
                          durability=durability, history=qos_profile_sensor_data.history)
         # DDS's message-lost events (samples the middleware knows it lost); a KEEP_LAST history overwrite raises none
-        return self.create_subscription(types[i], INPUTS[i], (lambda m, i=i, gen=gen: self._on_input(i, m, gen)),
+        return self.create_subscription(self._input_types[i], self._topics[i],
+                                        (lambda m, i=i, gen=gen: self._on_input(i, m, gen)),
                                         qos, event_callbacks=SubscriptionEventCallbacks(
                                             message_lost=(lambda info, i=i: self._on_lost(i, info))))
 
@@ -443,8 +446,11 @@ class StereoNode(Node):
     def _process(self, pair) -> None:
         retries = self.processor.retries
         try:
-            result = self.processor.process(*pair, want_points=self.pub_points.get_subscription_count() > 0,
-                                            want_color=self.pub_color.get_subscription_count() > 0)
+            # an on-demand output is built only while someone subscribes to it (depth and its camera_info together)
+            wanted = {name for name, pub in self.publishers_by_output.items() if pub.get_subscription_count() > 0}
+            if wanted & {"depth", "depth/camera_info"}:
+                wanted |= {"depth", "depth/camera_info"}
+            result = self.processor.process(*pair, outputs=wanted)
         except InputError as exc:
             self.drops[exc.reason] += 1
             self._throttled(exc.reason, "error", f"pair dropped: {exc}")
@@ -458,12 +464,8 @@ class StereoNode(Node):
                             f"scale x{self.processor.params.pipeline.retry_input_scale:g}")
         if not self._running:
             return
-        self.pub_disparity.publish(result.disparity)
-        self.pub_confidence.publish(result.confidence)
-        if result.points is not None:
-            self.pub_points.publish(result.points)
-        if result.color is not None:
-            self.pub_color.publish(result.color)
+        for name, msg in result.messages.items():
+            self.publishers_by_output[name].publish(msg)
         now = self.get_clock().now().nanoseconds * 1e-9
         self._latency.append((now - (result.stamp[0] + result.stamp[1] * 1e-9)) * 1e3)
         self._infer.append(result.timings_ms.get("network", 0.0))

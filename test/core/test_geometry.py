@@ -3,7 +3,7 @@ calibration checks."""
 import numpy as np
 import pytest
 
-from ges_core.geometry import (CalibrationError, StereoCalibration, depth_from_disparity, point_cloud_xyz,
+from ges_core.geometry import (CalibrationError, StereoCalibration, depth_map, point_cloud_xyz,
                                to_ros_disparity, valid_window)
 
 
@@ -22,7 +22,7 @@ def test_convention_and_depth():
     d_net = np.full((2, 2), 14.0, np.float32)      # pixel shift
     d = to_ros_disparity(d_net, c)
     assert d[0, 0] == pytest.approx(10.0)            # d = (x_l - x_r) - (cx_l - cx_r)
-    assert depth_from_disparity(d, c)[0, 0] == pytest.approx(500 * 0.2 / 10.0)
+    assert depth_map(d, np.ones(d.shape, bool), c)[0, 0] == pytest.approx(500 * 0.2 / 10.0)
 
 
 def test_points_and_clipping():
@@ -54,3 +54,19 @@ def test_valid_window_never_underflows():
 def test_calibration_exceptions(left, right, sizes, match):
     with pytest.raises(CalibrationError, match=match):
         StereoCalibration.from_projections(left, right, size_left=sizes[0], size_right=sizes[1])
+
+
+def test_depth_is_the_clouds_z_and_16_bit_millimetres_hold_what_they_can():
+    """One formula: depth_map's pixels are point_cloud_xyz's z to the bit (NaN alike); 16UC1 rounds to the
+    millimetre and gives 0 where there is no depth or where it is beyond 65.535 m."""
+    from ges_core.geometry import depth_mm
+    c = calib(doffs=2.0)
+    rng = np.random.default_rng(0)
+    d = rng.uniform(-2, 60, (100, 200)).astype(np.float32)
+    valid = rng.random((100, 200)) > 0.2
+    z = depth_map(d, valid, c, min_depth=2.0, max_depth=40.0)
+    xyz, ok = point_cloud_xyz(d, valid, c, min_depth=2.0, max_depth=40.0)
+    assert np.array_equal(z, xyz[..., 2], equal_nan=True) and np.array_equal(np.isfinite(z), ok)
+    assert np.isnan(z[~valid | (d <= 0)]).all()
+    mm = depth_mm(np.array([[1.2344, 1.2346, np.nan], [65.535, 65.536, 0.0]], np.float32))
+    assert mm.dtype == np.uint16 and mm.tolist() == [[1234, 1235, 0], [65535, 0, 0]]

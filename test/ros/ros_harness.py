@@ -11,7 +11,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
 from ges_ros.messages import rclpy_types
@@ -23,9 +23,11 @@ TYPES = rclpy_types()
 
 class Harness:
     def __init__(self, params: Optional[Dict] = None, *, predictor=None, namespace: str = "stereo",
-                 qos: QoSProfile = RELIABLE, subscribe_points: bool = True, published=(0, 1, 2, 3)) -> None:
+                 qos: QoSProfile = RELIABLE, subscribe_points: bool = True, subscribe_depth: bool = False,
+                 published=(0, 1, 2, 3)) -> None:
         """`published`: the inputs the peer publishes (left, right image, left, right camera_info); the others'
-        publishers are None, for a test that publishes them from elsewhere."""
+        publishers are None, for a test that publishes them from elsewhere. The images go out as the node's
+        image_transport and rectify parameters say (raw or compressed; image_rect or image_raw)."""
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         overrides = [Parameter(k, value=v) for k, v in (params or {}).items()]
@@ -33,14 +35,18 @@ class Harness:
                                context=self.context)
         self.peer = rclpy.create_node("peer", context=self.context)
         ns = f"/{namespace}"
+        compressed = (params or {}).get("image_transport") == "compressed"
+        image = CompressedImage if compressed else Image
         self.pubs = [self.peer.create_publisher(t, f"{ns}/{n}", qos) if k in published else None
-                     for k, (t, n) in enumerate(((Image, "left/image_rect"), (Image, "right/image_rect"),
-                                                 (CameraInfo, "left/camera_info"), (CameraInfo, "right/camera_info")))]
-        self.received: Dict[str, List] = {"disparity": [], "points2": [], "confidence": [], "diagnostics": []}
+                     for k, (t, n) in enumerate(zip((image, image, CameraInfo, CameraInfo), self.node._topics))]
+        self.received: Dict[str, List] = {"disparity": [], "points2": [], "confidence": [], "diagnostics": [],
+                                          "depth": [], "depth/camera_info": []}
         self.times: Dict[str, List[float]] = {k: [] for k in self.received}
         outs = [("disparity", DisparityImage), ("confidence", Image)]
         if subscribe_points:
             outs.append(("points2", PointCloud2))
+        if subscribe_depth:
+            outs += [("depth", Image), ("depth/camera_info", CameraInfo)]
         for name, t in outs:
             self.peer.create_subscription(t, f"{ns}/{name}", self._store(name), RELIABLE)
         self.peer.create_subscription(DiagnosticArray, "/diagnostics", self._store("diagnostics"), 10)

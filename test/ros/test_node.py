@@ -311,3 +311,71 @@ def test_node_default_runtime_is_openvino_and_its_compile_is_not_inference_time(
         assert first < 5 * second + 500, (first, second)    # compiling takes ~2 s here, one inference ~50 ms
         h.wait(lambda: any(kv.key == "runtime" and kv.value == runtime for m in h.received["diagnostics"]
                            for s in m.status for kv in s.values), 10, "runtime in diagnostics")
+
+
+def test_depth_image_and_its_camera_info_for_mappers(motorcycle_small):
+    """depth: 32FC1 metres, f T / d of the published disparity where valid and NaN elsewhere (REP 117), the same
+    stamp, frame and size; depth/camera_info: the left rectified camera at that size with the identical stamp and
+    frame (what nvblox pairs by exact stamp); depth_encoding:=16UC1 at runtime: millimetres, 0 where invalid."""
+    from rclpy.parameter import Parameter
+    left, right, gt, valid, cam = motorcycle_small
+    with Harness({"no_input_warning_seconds": 1.0}, predictor=OraclePredictor(gt, valid), subscribe_depth=True) as h:
+        h.publish(pair(cam, left, right, 100, nanosec=7))
+        h.wait(lambda: h.count("depth") and h.count("depth/camera_info") and h.count("disparity"), 30, "depth")
+        d, z_msg, info = h.received["disparity"][0], h.received["depth"][0], h.received["depth/camera_info"][0]
+        for msg in (z_msg, info):
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == \
+                (100, 7, d.header.frame_id)
+        assert z_msg.encoding == "32FC1" and (z_msg.height, z_msg.width) == gt.shape
+        assert (info.height, info.width) == gt.shape and info.distortion_model == "plumb_bob"
+        assert list(info.k) == [cam.f, 0, cam.cx, 0, cam.f, cam.cy, 0, 0, 1]
+        assert list(info.p) == [cam.f, 0, cam.cx, 0, 0, cam.f, cam.cy, 0, 0, 0, 1, 0]
+        z = np.frombuffer(bytes(z_msg.data), "<f4").reshape(gt.shape)
+        arr = disp_array(d)
+        shown = arr >= d.min_disparity
+        np.testing.assert_allclose(z[shown], d.f * d.t / arr[shown], rtol=1e-3)
+        assert np.isnan(z[~shown]).all() and shown.sum() == valid.sum()
+
+        h.node.set_parameters([Parameter("depth_encoding", value="16UC1")])
+        h.publish(pair(cam, left, right, 101))
+        h.wait(lambda: h.count("depth") >= 2, 30, "the 16UC1 depth")
+        mm_msg = h.received["depth"][1]
+        assert mm_msg.encoding == "16UC1" and mm_msg.step == 2 * gt.shape[1]
+        mm = np.frombuffer(bytes(mm_msg.data), "<u2").reshape(gt.shape)
+        assert (mm[~shown] == 0).all()
+        np.testing.assert_allclose(mm[shown], np.rint(z[shown] * 1000), atol=1)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png16"])
+def test_compressed_image_transport_gives_every_pair(tiny_weights, motorcycle_small, fmt):
+    """image_transport:=compressed: the node reads <image topic>/compressed (JPEG, or 16-bit PNG) with the
+    package's own codec, and answers every pair; a message that does not decode is a dropped pair, not a dead
+    node."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+    left, right, gt, valid, cam = motorcycle_small
+    params = {"image_transport": "compressed", "weights": str(tiny_weights), "device": "cpu", "backend": "torch"}
+
+    def compress(msg, image):
+        if fmt == "jpeg":
+            ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+        else:
+            ok, buf = cv2.imencode(".png", image[..., ::-1].astype(np.uint16) * 257)
+        assert ok
+        return CompressedImage(header=msg.header, format=f"rgb8; {fmt[:4]} compressed bgr8", data=buf.tobytes())
+    with Harness(params) as h:
+        assert h.node.processor.names[0].endswith("/left/image_rect/compressed")
+        for k in range(3):
+            lm, rm, li, ri = pair(cam, left, right, 100 + k)
+            h.publish((compress(lm, left), compress(rm, right), li, ri))
+            h.wait(lambda: h.count("disparity") == k + 1, 60, f"pair {k}")
+        lm, rm, li, ri = pair(cam, left, right, 110)
+        broken = CompressedImage(header=lm.header, format="jpeg", data=b"not an image")
+        h.publish((broken, compress(rm, right), li, ri))
+        h.wait(lambda: h.node.drops.get("bad_image", 0) == 1, 30, "the undecodable pair dropped")
+        lm, rm, li, ri = pair(cam, left, right, 111)
+        h.publish((compress(lm, left), compress(rm, right), li, ri))
+        h.wait(lambda: h.count("disparity") == 4, 60, "the next pair answered")
+    d = h.received["disparity"][0]
+    assert (d.image.height, d.image.width) == gt.shape and [m.header.stamp.sec for m in h.received["disparity"]] == \
+        [100, 101, 102, 111]

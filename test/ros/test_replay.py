@@ -51,7 +51,8 @@ def test_replay_outputs_match_the_node_processing(tmp_path, tiny_weights, small_
     assert s.topics == tuple(TOPICS)
     assert s.dropped == {f"unmatched {TOPICS[1]}": 0} or sum(s.dropped.values()) <= 1
     r = BagReader(str(tmp_path / "out"))
-    assert r.count == {"/stereo/disparity": 3, "/stereo/points2": 3, "/stereo/confidence": 3}
+    assert r.count == {"/stereo/disparity": 3, "/stereo/points2": 3, "/stereo/confidence": 3, "/stereo/depth": 3,
+                       "/stereo/depth/camera_info": 3}
     msgs = [(t, m) for t, _, _, m, _ in r.messages(list(r.count))]
     r.close()
     stamps = sorted({m.header.stamp.sec for t, m in msgs})
@@ -65,6 +66,16 @@ def test_replay_outputs_match_the_node_processing(tmp_path, tiny_weights, small_
         assert np.float32(getattr(got, field)) == np.float32(getattr(ref.disparity, field))
     cloud = next(m for t, m in msgs if t == "/stereo/points2" and m.header.stamp.sec == 100)
     np.testing.assert_array_equal(unpack_cloud(cloud)["z"], unpack_cloud(ref.points)["z"])
+    # depth: f T / d of the written disparity where it is valid, NaN elsewhere, its camera_info at the same stamp
+    depth = next(m for t, m in msgs if t == "/stereo/depth" and m.header.stamp.sec == 100)
+    info = next(m for t, m in msgs if t == "/stereo/depth/camera_info" and m.header.stamp.sec == 100)
+    d = np.frombuffer(bytes(got.image.data), "<f4").reshape(got.image.height, got.image.width)
+    z = np.frombuffer(bytes(depth.data), "<f4").reshape(d.shape)
+    shown = d >= got.min_disparity
+    np.testing.assert_allclose(z[shown], got.f * got.t / d[shown], rtol=1e-3)
+    assert np.isnan(z[~shown]).all() and depth.encoding == "32FC1"
+    assert (info.header.stamp.sec, info.header.stamp.nanosec, info.header.frame_id, info.width, info.height) == \
+        (depth.header.stamp.sec, depth.header.stamp.nanosec, depth.header.frame_id, depth.width, depth.height)
 
 
 def test_guess_topics_and_errors():
