@@ -447,9 +447,13 @@ def build_parser(*, bench_modes=None, extend=None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None, *, parser: Optional[argparse.ArgumentParser] = None) -> int:
-    """Runs a command; errors the user can fix (a missing file, a bad value) are one line and exit 2."""
+def main(argv: Optional[List[str]] = None, *, parser: Optional[argparse.ArgumentParser] = None,
+         extra: Optional[dict] = None) -> int:
+    """Runs a command; errors the user can fix (a missing file, a bad value) are one line and exit 2. extra:
+    attributes set on the parsed arguments (what a caller took out of argv before parsing)."""
     args = (parser or build_parser()).parse_args(argv)
+    for key, value in (extra or {}).items():
+        setattr(args, key, value)
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, OSError) as exc:

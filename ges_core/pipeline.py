@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -158,6 +158,28 @@ class StereoPipeline:
             scale = RANGE_MARGIN * self.network_range / wanted
             scale = snap_down(scale) if self.params.input_scale == "auto" else scale
         return max(scale, 0.05)
+
+    def network_sizes(self, height: int, width: int, calib: Optional[StereoCalibration]) -> List[float]:
+        """The scales a first pair of this size runs the network at, as run chooses them before seeing it: auto's
+        probe (when it probes) and its resolution scale, or the fixed scale."""
+        if self.params.input_scale != "auto":
+            return [self.network_scale(height, width, calib)]
+        res = self.base_scale(height, width)
+        wanted = self.wanted_range(calib)
+        if wanted > 0:
+            return [snap_down(min(res, RANGE_MARGIN * self.network_range / wanted))]
+        if min(height, width) * res / 2 < MIN_PROBE_PX:
+            return [snap_down(res)]
+        # the probe's first size, and the pass at the resolution's scale (a scene within the range)
+        return [snap_down(res / 2), snap_down(res)]
+
+    def prepare(self, height: int, width: int, calib: Optional[StereoCalibration] = None) -> float:
+        """Compile the network for the sizes a first pair of this size needs (network_sizes), before it comes;
+        -> the seconds spent compiling (0 when the predictor compiles nothing, or had them)."""
+        prepare = getattr(self.predictor, "prepare", None)
+        if prepare is None:
+            return 0.0
+        return sum(prepare(height, width, scale) or 0.0 for scale in self.network_sizes(height, width, calib))
 
     def probe(self, left: np.ndarray, right: np.ndarray, res_scale: float) -> Probe:
         """The coarse pass of auto: the network at half the resolution scale (twice the range), a quarter again

@@ -21,7 +21,8 @@ from .model.ges import GES, build_model
 from .prediction import Prediction, as_rgb, to_input_size
 from .weights import load_model_state, load_weights, resolve_weights
 
-__all__ = ["BackendFallbackWarning", "Prediction", "Predictor", "check_device", "load_predictor", "operating_point_of", "to_input_size"]
+__all__ = ["BackendFallbackWarning", "Prediction", "Predictor", "check_device", "load_predictor", "network_size",
+           "operating_point_of", "to_input_size"]
 
 
 class BackendFallbackWarning(UserWarning):
@@ -69,6 +70,27 @@ class Predictor:
         return getattr(self.net, "int8_declined", None)
 
     @property
+    def compiles_per_size(self) -> bool:
+        """Whether the network is compiled for each input size on its first pair (the openvino backend)."""
+        return callable(getattr(self.net, "prepare", None))
+
+    def prepare(self, height: int, width: int, scale: float = 1.0) -> Optional[float]:
+        """Compile (or load from the cache) the network for an input of this size at this scale now, so that the
+        first pair of that size does not wait for it; -> the seconds it took, None when nothing was to be done. A
+        backend that fails here is left to the first pair (which falls back to torch and says so)."""
+        prepare = getattr(self.net, "prepare", None)
+        if prepare is None:
+            return None
+        t = time.perf_counter()
+        try:
+            compiled = prepare(*network_size(height, width, scale))
+        except Exception:         # noqa: BLE001 (the first pair reports it, as it would without this call)
+            return None
+        if compiled:
+            self.compile_from_cache = bool(getattr(self.net, "last_from_cache", False))
+        return time.perf_counter() - t if compiled else None
+
+    @property
     def solvers(self) -> tuple:
         """The solvers this predictor can switch to (a learned one only with its trained weights loaded)."""
         from .deq.solvers import LEARNED_SOLVERS, SOLVERS
@@ -98,7 +120,7 @@ class Predictor:
         if not 0.05 <= scale <= 4.0:
             raise ValueError(f"scale must be in [0.05, 4], got {scale}")
         if scale != 1.0:
-            size = (max(16, int(round(width * scale))), max(16, int(round(height * scale))))
+            size = network_size(height, width, scale)[::-1]
             left_a = cv2.resize(left_a, size, interpolation=cv2.INTER_AREA)
             right_a = cv2.resize(right_a, size, interpolation=cv2.INTER_AREA)
         tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device).permute(2, 0, 1)[None].float()
@@ -167,6 +189,13 @@ class Predictor:
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return Prediction(disp, valid, conf, info.iters, info.residuals[-1] if info.residuals else float("nan"),
                           list(info.residuals), timings, None if fallback else z.detach(), fallback)
+
+
+def network_size(height: int, width: int, scale: float) -> tuple:
+    """(height, width) the network runs an input of this size at at this scale."""
+    if scale == 1.0:
+        return height, width
+    return max(16, int(round(height * scale))), max(16, int(round(width * scale)))
 
 
 def check_device(device: str) -> str:

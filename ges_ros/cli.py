@@ -70,7 +70,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_play(args: argparse.Namespace) -> int:
     from .play import main_play
-    return main_play(args.bag, rate=args.rate, reliable=not args.best_effort, loop=args.loop)
+    return main_play(args.bag, rate=args.rate, reliable=not args.best_effort, loop=args.loop,
+                     namespace=args.namespace, ros_args=args.ros_args)
 
 
 def add_ros_commands(sub) -> None:
@@ -113,7 +114,11 @@ def add_ros_commands(sub) -> None:
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (0 = as fast as possible)")
     p.add_argument("--best-effort", action="store_true", help="publish best-effort instead of reliable")
     p.add_argument("--loop", action="store_true")
-    p.set_defaults(func=_cmd_play)
+    p.add_argument("--namespace", default=None,
+                   help="publish under this namespace instead of the bag's (its topics' common leading one): "
+                        "--namespace /cam1 sends /stereo/left/image_rect as /cam1/left/image_rect")
+    p.epilog = "ROS arguments go after --ros-args, as for any ROS 2 program: ges play BAG --ros-args -r FROM:=TO"
+    p.set_defaults(func=_cmd_play, ros_args=[])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return core_cli.main(argv, parser=build_parser())
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # what follows --ros-args is ROS's (remappings, parameters, log levels): passed to rclpy, not parsed here
+    ros_args: List[str] = []
+    if "--ros-args" in argv:
+        at = argv.index("--ros-args")
+        argv, ros_args = argv[:at], argv[at:]
+    parser = build_parser()
+    if ros_args and (not argv or argv[0] != "play"):
+        parser.error("--ros-args is taken by `ges play` only")
+    return core_cli.main(argv, parser=parser, extra={"ros_args": ros_args} if ros_args else None)
 
 
 if __name__ == "__main__":

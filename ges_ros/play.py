@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Sequence
 
 import rclpy
 from rclpy.node import Node
@@ -27,9 +27,10 @@ def qos(reliable: bool, depth: int = 10) -> QoSProfile:
 
 def play(node: Node, bag: str, *, rate: float = 1.0, reliable: bool = True, topics: Optional[Iterable[str]] = None,
          wait_for_subscribers: float = 0.0, loop: bool = False, stop: Optional[threading.Event] = None,
-         ack_timeout: float = 5.0) -> int:
+         ack_timeout: float = 5.0, namespace: Optional[str] = None) -> int:
     """Publish the bag's messages (serialized, as recorded) with their log-time spacing / rate; reliable, it waits
-    (up to ack_timeout s) for every subscriber to acknowledge the last ones before returning.
+    (up to ack_timeout s) for every subscriber to acknowledge the last ones before returning. namespace: the
+    topics' common leading namespace replaced by this one (renamed).
     Returns the number of messages published."""
     reader = BagReader(bag)
     try:
@@ -37,7 +38,9 @@ def play(node: Node, bag: str, *, rate: float = 1.0, reliable: bool = True, topi
             raise ValueError(f"{bag} is a ROS 1 bag: `ges play` publishes ROS 2 bags (use `ges replay`, which reads "
                              "both, or convert it with rosbags-convert)")
         wanted = [t for t in reader.topic_types if topics is None or t in set(topics)]
-        pubs = {t: node.create_publisher(message_class(reader.topic_types[t]), t, qos(reliable)) for t in wanted}
+        names = renamed(wanted, namespace)
+        pubs = {t: node.create_publisher(message_class(reader.topic_types[t]), names[t], qos(reliable))
+                for t in wanted}
         if wait_for_subscribers > 0:
             end = time.monotonic() + wait_for_subscribers
             while time.monotonic() < end and not all(p.get_subscription_count() for p in pubs.values()):
@@ -113,11 +116,27 @@ class Recorder:
             self.writer.close()
 
 
-def main_play(bag: str, *, rate: float = 1.0, reliable: bool = True, loop: bool = False) -> int:
-    rclpy.init()
+def renamed(topics: Sequence[str], namespace: Optional[str]) -> Dict[str, str]:
+    """topic -> the name it is published under: as recorded, or with the topics' common leading namespace (every
+    name's first components that all share, e.g. /stereo) replaced by `namespace` ("" or "/": none)."""
+    if namespace is None:
+        return {t: t for t in topics}
+    parts = [t.strip("/").split("/") for t in topics]
+    common = 0
+    while parts and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    ns = namespace.strip("/")
+    return {t: "/" + "/".join(([ns] if ns else []) + p[common:]) for t, p in zip(topics, parts)}
+
+
+def main_play(bag: str, *, rate: float = 1.0, reliable: bool = True, loop: bool = False,
+              namespace: Optional[str] = None, ros_args: Sequence[str] = ()) -> int:
+    """namespace: publish under it instead of the bag's own leading namespace; ros_args: `--ros-args ...`, ROS's
+    own arguments (remappings apply to the bag's topic names)."""
+    rclpy.init(args=["ges_play", *ros_args])
     node = rclpy.create_node("ges_play")
     try:
-        n = play(node, bag, rate=rate, reliable=reliable, loop=loop, wait_for_subscribers=5.0)
+        n = play(node, bag, rate=rate, reliable=reliable, loop=loop, wait_for_subscribers=5.0, namespace=namespace)
         print(f"published {n} messages from {bag}")
     except KeyboardInterrupt:
         pass

@@ -10,6 +10,7 @@ bounded when the network is slower than the camera.
 """
 from __future__ import annotations
 
+import difflib
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from .inputs import inputs, topic
 from .messages import diagnostics_msg, header, rclpy_types
-from .params import PARAMS, by_name
+from .params import PARAM_NAMES, PARAMS, by_name
 from .processing import OUTPUTS, InputError, ProcessingParams, StereoProcessor
 from .sync import StereoInputs
 from ges_core import choose_solver
@@ -38,6 +39,7 @@ RCLError = _rclpy_c.RCLError
 OK, WARN, ERROR = 0, 1, 2
 RETIRE_AFTER_S = 3.0     # a replaced subscription is destroyed once its successor delivers, or after this
 OVERLAP_S = 0.5          # ... and not before its successor has delivered for this long: what it still queues is taken
+READY_WAIT_S = 2.0       # the ready line waits this long for a camera_info to compile the network for
 MAX_WAITING = 4          # pairs formed while the worker is idle, before its thread runs, wait in order up to this
 Qos = Tuple[QoSReliabilityPolicy, QoSDurabilityPolicy]
 
@@ -62,6 +64,7 @@ class StereoNode(Node):
         super().__init__(node_name, **kwargs)
         for p in PARAMS:
             self.declare_parameter(p.name, p.default, _descriptor(p))
+        self._warn_unknown_parameters()
         self._check_start_params()
         self.add_on_set_parameters_callback(self._validate_params)
         self.add_post_set_parameters_callback(self._apply_params)
@@ -124,15 +127,43 @@ class StereoNode(Node):
         self._fallbacks = 0
         self._last_log: Dict[str, float] = {}
         self._window = {"t": time.monotonic(), "in": 0, "out": 0}
+        # compiling the network before the first pair (a backend that compiles per input size): the size is known
+        # from a calibration file now, or from the first camera_info pair; the ready line waits for it
+        self._compiled_note: Optional[str] = None     # what the ready line says of the compile
+        self._prepared: set = set()                   # input sizes compiled for
+        self._prepare_job: Optional[Tuple[int, int, Any]] = None
+        self._last_info: List[Any] = [None, None]
+        self._announced = False
+        if calibration is not None and calibration.width and calibration.height:
+            self._prepare(calibration.height, calibration.width, calibration)
         self._worker = threading.Thread(target=self._work, name="ges_inference", daemon=True)
         self._worker.start()
         self.create_timer(g("diagnostics_period").value, self._publish_diagnostics)
         self.create_timer(1.0, self._watch_inputs)
 
+    def announce_when_ready(self) -> None:
+        """main()'s call once the node is bound to its variable (a Ctrl-C answering the ready line then always
+        reaches destroy_node and its summary). A network compiled per input size is compiled first: the ready line
+        comes once it is, for a calibration file's size (done already) or the first camera_info's (a latched one
+        arrives within moments); without camera_info by READY_WAIT_S, the line says the first pair compiles it."""
+        if not getattr(self.predictor, "compiles_per_size", False) or self._compiled_note is not None:
+            self.announce()
+            return
+
+        def waited() -> None:
+            timer.cancel()
+            with self._cv:
+                pending = self._prepare_job is not None or self._busy
+            if not pending and not self._announced:
+                self._compiled_note = "the network compiles for the first pair's size (no camera_info yet)"
+                self.announce()
+        timer = self.create_timer(READY_WAIT_S, waited)
+
     def announce(self) -> None:
-        """The "ready" line. main() logs it once the node is bound to its variable: a Ctrl-C answering it then
-        always reaches destroy_node and its summary (raised inside the constructor, after the line, it left no
-        node to destroy and the process exited 0 silently; seen in CI)."""
+        """The "ready" line (once)."""
+        if self._announced:
+            return
+        self._announced = True
         g = self.get_parameter
         first = (" (int8: the first pair of each image size is quantized and compiled, up to a minute once, then "
                  "loaded from the cache)" if "int8" in self.runtime() else "")
@@ -144,7 +175,8 @@ class StereoNode(Node):
             f"ready: weights={g('weights').value} device={getattr(self.predictor, 'device', '?')} "
             f"backend={getattr(self.predictor, 'backend', 'onnxruntime')} runtime={self.runtime()}{first} "
             f"solver={getattr(self.predictor, 'solver', '?')} iters={g('iters').value}; inputs "
-            f"{', '.join(self.processor.names)}; sync={'approximate' if g('approximate_sync').value else 'exact'}")
+            f"{', '.join(self.processor.names)}; sync={'approximate' if g('approximate_sync').value else 'exact'}"
+            + (f"; {self._compiled_note}" if self._compiled_note else ""))
 
     # ------------------------------------------------------------ parameters
     def _param_values(self) -> Dict[str, Any]:
@@ -162,6 +194,18 @@ class StereoNode(Node):
         self.get_logger().info(f"calibration from {path}{' + ' + right if right else ''} (camera_info not used): "
                                f"f {calib.fx:.2f} px, baseline {calib.baseline:.4f} m")
         return calib
+
+    def _warn_unknown_parameters(self) -> None:
+        """A name given at start (-p, a params file) that the node does not declare is ignored by rclpy without a
+        word: one warning each, naming it and the closest valid names (`-p devcie:=cpu` ran on the default)."""
+        known = sorted({*PARAM_NAMES, "use_sim_time"})
+        # rclpy keeps the start overrides (command line and files) here; it has no public accessor
+        for name in sorted(getattr(self, "_parameter_overrides", {})):
+            if name in known or name.startswith("qos_overrides."):
+                continue
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}?" if close else "stereo_node --help lists the parameters"
+            self.get_logger().warning(f"parameter {name!r} is not a stereo_node parameter and is ignored; {hint}")
 
     def _check_start_params(self) -> None:
         """Values given at start (overrides, a params file) are not seen by the on-set callback: the same checks
@@ -350,7 +394,38 @@ class StereoNode(Node):
         if any(s == stamp and g != generation for s, g in self._recent[index]):
             return      # the same sample through the other of two overlapping subscriptions (a re-sent stamp counts)
         self._recent[index].append((stamp, generation))
+        if not self._inputs[index].is_image:
+            self._camera_info_seen(index, msg)
         self.sync.add(index, msg)
+
+    def _camera_info_seen(self, index: int, msg) -> None:
+        """Both cameras' info known, of a size not compiled for: the worker compiles it before any pair."""
+        self._last_info[0 if self._inputs[index].name.startswith("left") else 1] = msg
+        if not getattr(self.predictor, "compiles_per_size", False) or None in self._last_info:
+            return
+        size = (int(self._last_info[0].height), int(self._last_info[0].width))
+        if 0 in size or size in self._prepared:
+            return
+        self._prepared.add(size)
+        try:
+            calib = self.processor.calibration(*self._last_info)
+        except InputError:
+            return               # the first pair reports it
+        with self._cv:
+            self._prepare_job = (*size, calib)
+            self._cv.notify()
+
+    def _prepare(self, height: int, width: int, calib) -> None:
+        """Compile the network for the sizes a first pair of this input size needs (the pipeline's choice)."""
+        self._prepared.add((height, width))
+        t = time.monotonic()
+        spent = self.processor.pipeline.prepare(height, width, calib)
+        scales = ", ".join(f"{s:.3g}" for s in self.processor.pipeline.network_sizes(height, width, calib))
+        cached = " (from the cache)" if getattr(self.predictor, "compile_from_cache", False) else ""
+        self._compiled_note = (f"network compiled for {width}x{height} (network scale {scales}) in "
+                               f"{time.monotonic() - t:.1f} s{cached}" if spent else
+                               f"network ready for {width}x{height}")
+        self.get_logger().info(self._compiled_note)
 
     def _on_lost(self, index: int, info) -> None:
         self.lost[index] += info.total_count_change
@@ -431,12 +506,20 @@ class StereoNode(Node):
         while True:
             with self._cv:
                 self._busy = False
-                while not self._pending and self._running:
+                while not self._pending and self._prepare_job is None and self._running:
                     self._cv.wait(0.5)
                 if not self._running:
                     return
-                pair = self._pending.popleft()
+                job, self._prepare_job = self._prepare_job, None
+                pair = self._pending.popleft() if job is None else None
                 self._busy = True
+            if job is not None:
+                try:
+                    self._prepare(*job)
+                except Exception as exc:  # noqa: BLE001 (the first pair compiles it, and reports what fails)
+                    self._throttled("prepare", "warning", f"compiling ahead of the first pair failed: {exc}")
+                self.announce()
+                continue
             try:
                 self._process(pair)
             except Exception as exc:  # the worker must outlive anything a pair can do
@@ -619,7 +702,7 @@ def main(args: Optional[List[str]] = None) -> int:
             message = str(exc) if isinstance(exc, (FileNotFoundError, ValueError)) else f"{type(exc).__name__}: {exc}"
             rclpy.logging.get_logger("stereo_node").fatal(f"cannot start: {message}")
             return 1
-        node.announce()
+        node.announce_when_ready()
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass

@@ -239,3 +239,33 @@ def test_operating_point_travels_in_the_weights_metadata(tmp_path, tiny_weights)
     with_metadata(tiny_weights, bad, {"operating_point": "[1, 2"})
     with pytest.raises(ValueError, match="bad operating_point"):
         load_predictor(str(bad), backend="torch")
+
+
+@pytest.mark.parametrize("input_scale, min_depth", [("auto", 0.0), ("auto", 2.0), (0.5, 0.0)])
+def test_prepare_compiles_every_size_the_first_pair_runs_at(tiny_weights, motorcycle_small, input_scale, min_depth):
+    """A backend that compiles per input size (openvino): after prepare for the camera's size, the first pair
+    compiles nothing new (the auto probe's size and the pass's were both done), except the size of a scale the
+    probe lowered because the scene came near the range (the untrained network here sees one often)."""
+    from ges_core import load_predictor
+    from ges_core.ov_backend import openvino_missing
+    from ges_core.pipeline import PipelineParams, StereoPipeline
+    from ges_core.geometry import calibration_from_values
+    if openvino_missing():
+        pytest.skip(f"the openvino backend is not installed here ({openvino_missing()})")
+    left, right, _, _, cam = motorcycle_small
+    height, width = left.shape[:2]
+    calib = calibration_from_values(f=cam.f, baseline=cam.baseline, width=width, height=height, cx=cam.cx,
+                                    cy=cam.cy, cx_right=cam.cx_right)
+    pipe = StereoPipeline(load_predictor(str(tiny_weights), backend="openvino", precision="fp32"),
+                          PipelineParams(input_scale=input_scale, min_depth=min_depth, max_pixels=60000))
+    from ges_core.predictor import network_size
+    assert pipe.prepare(height, width, calib) > 0
+    assert pipe.prepare(height, width, calib) == 0          # done already
+    sizes = pipe.network_sizes(height, width, calib)
+    compiled = set(pipe.predictor.net._compiled)
+    assert compiled == {network_size(height, width, s) for s in sizes}
+    r = pipe.run(left, right, calib)
+    new = set(pipe.predictor.net._compiled) - compiled
+    assert new == (set() if r.scale in sizes else {network_size(height, width, r.scale)})
+    if r.scale in sizes:
+        assert "compile" not in r.timings_ms

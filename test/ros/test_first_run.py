@@ -129,6 +129,42 @@ def test_node_first_then_ges_play_every_frame_arrives(tmp_path, tiny_weights):
     assert "check the topic remapping" not in log, log
 
 
+def test_first_start_with_a_calibration_file_compiles_before_ready_and_loses_no_frame(tmp_path, tiny_weights):
+    """An empty compile cache, the openvino backend and calibration:=FILE: the network is compiled for the file's
+    image size before the ready line, which says so; every frame `ges play` sends after it is answered."""
+    from ges_core.ov_backend import openvino_missing
+    if openvino_missing():
+        pytest.skip(f"the openvino backend is not installed here ({openvino_missing()})")
+    frames = 4
+    bag = tmp_path / "four"
+    write_bag(bag, frames, 1.0)
+    m = MOTORCYCLE
+    calib = tmp_path / "calib.txt"
+    calib.write_text(f"cam0=[{m.f} 0 {m.cx}; 0 {m.f} {m.cy}; 0 0 1]\ncam1=[{m.f} 0 {m.cx + m.doffs}; 0 {m.f} {m.cy}; "
+                     f"0 0 1]\ndoffs={m.doffs}\nbaseline={m.baseline * 1000}\nwidth=741\nheight=500\n")
+    env = user_env(ROS_DOMAIN_ID=str(150 + (os.getpid() + 3) % 50), GES_CACHE_DIR=str(tmp_path / "empty_cache"))
+    node = Process([sys.executable, "-m", "ges_ros.stereo_node", "--ros-args", "-r", "__ns:=/stereo",
+                    "-p", f"weights:={tiny_weights}", "-p", "backend:=openvino", "-p", "precision:=fp32",
+                    "-p", f"calibration:={calib}", "-p", "min_depth:=2.0"], env)
+    listener = None
+    try:
+        node.wait_for("ready", 120)
+        ready = next(line for line in node.lines if "ready:" in line)
+        assert "network compiled for 741x500" in ready, "\n".join(node.lines)
+        listener = Process([sys.executable, str(HERE / "listener.py"), str(frames), "60"], env)
+        listener.wait_for("listening", 30)
+        play_bag(bag, env)
+        listener.wait_for("done", 60)
+        out = listener.stop()
+    finally:
+        if listener is not None:
+            listener.stop()
+        log = node.stop()
+    got = sorted(int(x) for x in out.splitlines() if x.isdigit())
+    assert got == [100 + k for k in range(frames)], out + "\n--- node:\n" + log
+    assert "superseded" not in log and "compiled the network" not in log, log
+
+
 def test_ges_play_waits_until_a_reliable_subscriber_has_the_last_frame(tmp_path):
     """`ges play` of a short bag straight to a subscriber in another process: the last message arrives."""
     frames = 3
@@ -280,3 +316,22 @@ def test_a_restarted_node_loads_its_compiled_network_from_the_cache(tmp_path, ti
             logs.append(node.stop())
     assert "first time for this size" in logs[0] and "from the cache" not in logs[0], logs[0]
     assert "from the cache" in logs[1] and "first time for this size" not in logs[1], logs[1]
+
+
+def test_a_misspelt_parameter_is_warned_about_with_the_closest_names(tmp_path, tiny_weights):
+    """`-p devcie:=cpu` and a misspelt key in a params file: rclpy ignores both without a word; the node says so
+    once each, naming the closest valid parameters, and starts."""
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    itres: 3\n    approximate_sync: true\n")
+    node = Process([sys.executable, "-m", "ges_ros.stereo_node", "--ros-args", "-p", f"weights:={tiny_weights}",
+                    "-p", "backend:=torch", "-p", "devcie:=cpu", "--params-file", str(params)],
+                   user_env(ROS_DOMAIN_ID=str(150 + (os.getpid() + 5) % 50)))
+    try:
+        node.wait_for("ready", 60)
+    finally:
+        log = node.stop()
+    warned = [line for line in log.splitlines() if "is not a stereo_node parameter" in line]
+    assert len(warned) == 2, log
+    assert any("'devcie'" in w and "device" in w for w in warned) and any("'itres'" in w and "iters" in w
+                                                                        for w in warned), log
+    assert "sync=approximate" in log, log             # the file's valid values still apply

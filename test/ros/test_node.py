@@ -379,3 +379,35 @@ def test_compressed_image_transport_gives_every_pair(tiny_weights, motorcycle_sm
     d = h.received["disparity"][0]
     assert (d.image.height, d.image.width) == gt.shape and [m.header.stamp.sec for m in h.received["disparity"]] == \
         [100, 101, 102, 111]
+
+
+def test_the_network_is_compiled_from_camera_info_before_the_first_pair(tmp_path, tiny_weights, motorcycle_small,
+                                                                      monkeypatch):
+    """openvino compiles per input size: camera_info alone (as a latched one arrives before any image) makes the
+    node compile for its size, so the pairs that follow are all answered, none waiting on a compile."""
+    from ges_core.ov_backend import openvino_missing
+    if openvino_missing():
+        pytest.skip(f"the openvino backend is not installed here ({openvino_missing()})")
+    monkeypatch.setenv("GES_CACHE_DIR", str(tmp_path / "empty_cache"))
+    left, right, gt, valid, cam = motorcycle_small
+    # min_depth gives the range, so the scale is known before the first pair (with the probe, an untrained
+    # network's near-range guess can move it; test_pipeline covers that path)
+    params = {"weights": str(tiny_weights), "device": "cpu", "backend": "openvino", "precision": "fp32",
+              "min_depth": 2.0}
+    with Harness(params) as h:
+        _, _, li, ri = pair(cam, left, right, 99)
+        h.publish((None, None, li, ri))
+        h.wait(lambda: h.node._compiled_note is not None and not h.node._busy, 120, "the compile from camera_info")
+        assert f"network compiled for {gt.shape[1]}x{gt.shape[0]}" in h.node._compiled_note
+        timings = []
+        real = h.node.processor.process
+
+        def recording(*args, **kwargs):
+            result = real(*args, **kwargs)
+            timings.append(result.timings_ms)
+            return result
+        monkeypatch.setattr(h.node.processor, "process", recording)
+        for k in range(3):
+            h.publish(pair(cam, left, right, 100 + k))
+            h.wait(lambda: h.count("disparity") == k + 1, 60, f"pair {k}")
+    assert not any("compile" in t for t in timings)

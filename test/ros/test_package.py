@@ -200,3 +200,22 @@ def test_training_configs_parse(name):
     cfg = TrainConfig.load(str(ROOT / "config" / "train" / f"{name}.yaml"))
     model_cfg = cfg.model_config()
     assert cfg.steps > 0 and model_cfg.max_disp in (192, 384)
+
+
+def test_launch_arguments_override_the_params_file_only_when_given():
+    """stereo.launch.py passes a launch argument to the node only when it was given: an argument left at its
+    default ("") passes nothing, so the params file's value (approximate_sync: true, say) stands."""
+    from ges_ros.launch_args import LAUNCH_PARAMETERS, node_overrides
+    assert node_overrides({name: "" for name in LAUNCH_PARAMETERS}) == {}
+    assert node_overrides({"weights": "w.safetensors", "device": "", "approximate_sync": "True",
+                           "use_sim_time": "false"}) == {"weights": "w.safetensors", "approximate_sync": True,
+                                                         "use_sim_time": False}
+    with pytest.raises(ValueError, match="approximate_sync:='maybe' is not true or false"):
+        node_overrides({"approximate_sync": "maybe"})
+    with pytest.raises(ValueError, match="unknown launch arguments"):
+        node_overrides({"devcie": "cpu"})
+    text = (ROOT / "launch" / "stereo.launch.py").read_text()
+    assert "node_overrides(" in text and "OnProcessExit" in text and "exit_message(" in text
+    # the launch process imports the helper: it must not pull in torch
+    code = "import sys, ges_ros.launch_args; assert 'torch' not in sys.modules"
+    subprocess.run([PY, "-c", code], check=True, cwd=ROOT)

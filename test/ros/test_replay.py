@@ -203,3 +203,47 @@ def test_play_publishes_the_bag_over_dds(tmp_path, small_pair):
         ex.shutdown(timeout_sec=2.0)
         node.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+def test_ges_play_takes_a_namespace_and_ros_arguments(tmp_path, small_pair):
+    """`ges play BAG --namespace /cam1 --ros-args -r FROM:=TO`: the bag's /stereo/... topics go out as /cam1/...,
+    and ROS's remapping applies on top (a second camera's bag played beside the first)."""
+    import subprocess
+    import sys
+    import threading
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import CameraInfo, Image
+    from ges_ros.play import qos, renamed
+    assert renamed(TOPICS, "/cam1") == {t: "/cam1/" + t.split("/", 2)[2] for t in TOPICS}
+    assert renamed(["/a/b/x", "/a/c/y"], "") == {"/a/b/x": "/b/x", "/a/c/y": "/c/y"}
+    assert renamed(TOPICS, None) == {t: t for t in TOPICS}
+    left, right, cam = small_pair
+    write_bag(tmp_path / "in", (left, right), cam, frames=2)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("play_ns_test", context=ctx)
+    got = {"/cam1/left/image_rect": [], "/elsewhere/info": []}
+    node.create_subscription(Image, "/cam1/left/image_rect", lambda m: got["/cam1/left/image_rect"].append(m),
+                             qos(True))
+    node.create_subscription(CameraInfo, "/elsewhere/info", lambda m: got["/elsewhere/info"].append(m), qos(True))
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    try:
+        r = subprocess.run([sys.executable, "-m", "ges_ros.cli", "play", str(tmp_path / "in"), "--rate", "0",
+                            "--namespace", "/cam1", "--ros-args", "-r", "/cam1/left/camera_info:=/elsewhere/info"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        end = time.monotonic() + 20
+        while time.monotonic() < end and min(map(len, got.values())) < 2:
+            time.sleep(0.05)
+        assert {t: len(v) for t, v in got.items()} == {t: 2 for t in got}
+    finally:
+        ex.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    bad = subprocess.run([sys.executable, "-m", "ges_ros.cli", "replay", "x", "-o", "y", "--ros-args", "-r", "a:=b"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--ros-args is taken by `ges play` only" in bad.stderr
