@@ -105,6 +105,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             write_pfm(str(out / "depth.pfm"), depth)
             _imwrite(out / "depth_mm.png", depth_mm(depth))
         scale = f", network at scale {r.scale:.3g}" if r.scale != 1.0 else ""
+        if r.row_alignment is not None and abs(r.row_alignment.offset_px) > 0.5:
+            print(f"{left_p.name}: warning: the rows are {r.row_alignment.offset_px:+.2f} px apart (median of "
+                  f"{r.row_alignment.matches} matches): the pair is not rectified well, and depth will be wrong",
+                  file=sys.stderr)
         print(f"{left_p.name}: {r.iters} iterations, residual {r.residual:.2e}, {r.timings_ms['total']:.0f} ms"
               f"{scale}, runtime {getattr(predictor, 'runtime', 'onnxruntime')}"
               f"{f', {n} points' if n is not None else ''} -> {out}")

@@ -19,6 +19,7 @@ from .autoscale import (DEFAULT_PREFERRED_PIXELS, NEAR_SHARE, PROBE_ITERS, RANGE
                         high_disparity, resolution_scale, snap_down)
 from .config import GESConfig, strict_from_dict
 from .geometry import StereoCalibration, depth_map, point_cloud_xyz, to_ros_disparity
+from .rectification import RowAlignment, row_alignment
 
 # the network is run at a scale whose search range covers the wanted disparities with this much to spare
 RANGE_MARGIN = 0.95
@@ -42,6 +43,7 @@ class PipelineParams:
     min_depth: float = 0.0                 # m; > 0 (with a calibration): the network is run small enough to reach
                                            # the disparity of this depth, and nearer points are NaN
     max_depth: float = 0.0                 # m; farther points are NaN (0 = no clip)
+    row_check_every: int = 30              # rectification health: one pair in this many is checked (0 = never)
 
     def __post_init__(self) -> None:
         self.input_scale = parse_input_scale(self.input_scale)
@@ -81,6 +83,7 @@ class PipelineResult:
     scale_changed: bool = False            # auto: this pair's scale differs from the previous pair's
     scale_reason: str = ""                 # auto: what set the scale
     out_of_range: int = 0                  # pixels invalid because their match may lie beyond the range
+    row_alignment: Optional[RowAlignment] = None   # the rows' misalignment, on the pairs checked
 
     def ros_disparity(self) -> np.ndarray:
         """stereo_image_proc's disparity, d = (x_l - x_r) - (cx_l - cx_r)."""
@@ -113,6 +116,7 @@ class StereoPipeline:
         self._state = None
         self.retries = 0                   # pairs whose inference failed and succeeded at a lower scale
         self.auto = AutoScale()
+        self._pairs = 0                    # pairs run, for the rectification check's cadence
 
     def reset(self) -> None:
         self._state = None
@@ -270,6 +274,12 @@ class StereoPipeline:
             valid &= ~beyond
         if p.min_confidence > 0:
             valid &= pred.confidence >= p.min_confidence
+        alignment = None
+        if p.row_check_every > 0 and self._pairs % p.row_check_every == 0:
+            t_check = time.perf_counter()
+            alignment = row_alignment(left, right, pred.disparity, valid)
+            pred.timings_ms["row_check"] = (time.perf_counter() - t_check) * 1e3
+        self._pairs += 1
         timings = dict(pred.timings_ms)
         if probe is not None:
             timings["probe"] = probe.ms
@@ -277,4 +287,5 @@ class StereoPipeline:
                 timings["compile"] = timings.get("compile", 0.0) + probe.compile_ms
         timings["pipeline"] = (time.perf_counter() - t0) * 1e3
         return PipelineResult(pred.disparity, valid, pred.confidence, calib, pred.iters, pred.residual,
-                              pred.fallback, scale, p.min_depth, p.max_depth, timings, changed, reason, out_of_range)
+                              pred.fallback, scale, p.min_depth, p.max_depth, timings, changed, reason, out_of_range,
+                              alignment)

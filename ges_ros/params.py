@@ -65,6 +65,9 @@ PARAMS = (
           "from the range (near it, every pair)", (1, 10000), scope="pipeline"),
     Param("min_confidence", 0.0, "pixels whose (calibrated) confidence is below this are invalid in the disparity, "
           "the cloud and depth; 0 = keep all", (0.0, 1.0), scope="pipeline"),
+    Param("row_check_every", 30, "rectification health: one pair in this many has the vertical misalignment of its "
+          "rows measured (sparse matches from the network's disparity, ~15 ms), published in /diagnostics and warned "
+          "about past 0.5 px; 0 = never", (0, 100000), scope="pipeline"),
     Param("retry_input_scale", 0.0, "when inference fails on a pair (e.g. CUDA out of memory), retry it once at "
           "input_scale times this factor; 0 = drop the pair", (0.0, 0.95), scope="pipeline"),
     Param("max_pixels", 0, "inputs with more pixels (after input_scale) are downscaled to fit; 0 = no limit",

@@ -109,6 +109,7 @@ class StereoResult:
     scale_changed: bool = False        # input_scale auto changed it on this pair ...
     scale_reason: str = ""             # ... because of this
     out_of_range: int = 0              # pixels invalid because their match may lie beyond the network's range
+    row_alignment: Optional[Any] = None   # ges_core.rectification.RowAlignment, on the pairs checked
 
     @property
     def disparity(self):
@@ -273,4 +274,4 @@ class StereoProcessor:
         timings.update(decode=(t_dec - t0) * 1e3, network=(t_net - t_dec) * 1e3 - timings.get("compile", 0.0),
                        messages=(t_end - t_net) * 1e3, pipeline=(t_end - t0) * 1e3)
         return StereoResult(stamp, messages, r.iters, r.residual, r.fallback, timings, r.scale,
-                            r.scale_changed, r.scale_reason, r.out_of_range)
+                            r.scale_changed, r.scale_reason, r.out_of_range, r.row_alignment)

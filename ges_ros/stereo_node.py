@@ -39,6 +39,7 @@ RCLError = _rclpy_c.RCLError
 OK, WARN, ERROR = 0, 1, 2
 RETIRE_AFTER_S = 3.0     # a replaced subscription is destroyed once its successor delivers, or after this
 OVERLAP_S = 0.5          # ... and not before its successor has delivered for this long: what it still queues is taken
+ROW_WARN_PX = 0.5        # rows further apart than this: the calibration is off (a warning and /diagnostics WARN)
 READY_WAIT_S = 2.0       # the ready line waits this long for a camera_info to compile the network for
 MAX_WAITING = 4          # pairs formed while the worker is idle, before its thread runs, wait in order up to this
 Qos = Tuple[QoSReliabilityPolicy, QoSDurabilityPolicy]
@@ -125,6 +126,8 @@ class StereoNode(Node):
         self._backend_warned = False
         self._out_of_range: deque = deque(maxlen=200)  # per pair: pixels invalid as beyond the range
         self._fallbacks = 0
+        self._row = None                                # the last rectification check (RowAlignment)
+        self._row_checks = 0
         self._last_log: Dict[str, float] = {}
         self._window = {"t": time.monotonic(), "in": 0, "out": 0}
         # compiling the network before the first pair (a backend that compiles per input size): the size is known
@@ -572,6 +575,14 @@ class StereoNode(Node):
             self.get_logger().info(f"network scale now {result.scale:.3g} ({result.scale_reason})")
         self._scale = result.scale
         self._out_of_range.append(result.out_of_range)
+        if result.row_alignment is not None:
+            self._row = result.row_alignment
+            self._row_checks += 1
+            if abs(self._row.offset_px) > ROW_WARN_PX:
+                self._throttled("rectification", "warning", (
+                    f"the stereo pair's rows are {self._row.offset_px:+.2f} px apart (median of {self._row.matches} "
+                    f"matches; {self._row.misaligned_share * 100:.0f} % are more than 1 px off their row): the "
+                    "calibration or rectification is off, and depth will be wrong; recalibrate the rig"), period=60.0)
         self._iters.append(result.iters)
         self._fallbacks += int(result.fallback)
         if result.fallback:
@@ -609,12 +620,19 @@ class StereoNode(Node):
             "clock_resets": self.sync.clock_resets + self.processor.clock_resets,
             "inference_retries": self.processor.retries,
             "qos": self.qos_summary(),
+            "row_offset_px": f"{self._row.offset_px:+.2f}" if self._row else "-",
+            "row_offset_abs_p90_px": f"{self._row.abs_p90_px:.2f}" if self._row else "-",
+            "row_misaligned_share": f"{self._row.misaligned_share:.3f}" if self._row else "-",
+            "row_checks": self._row_checks,
         }
         values.update({f"dropped: {k}": v for k, v in sorted(drops.items())})
         errors = {k: v for k, v in self.drops.items() if k != "superseded"}
         level, message = OK, "ok"
         if errors:
             level, message = WARN, "dropped pairs: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items()))
+        elif self._row is not None and abs(self._row.offset_px) > ROW_WARN_PX:
+            level, message = WARN, (f"rows misaligned by {self._row.offset_px:+.2f} px: calibration or "
+                                    "rectification is off")
         elif self._counts["pairs_in"] == 0:
             level, message = WARN, "no synchronized input yet"
         t = self.get_clock().now().to_msg()

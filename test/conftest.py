@@ -31,6 +31,13 @@ def tiny_weights(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def motorcycle_full():
+    """The motorcycle pair as scikit-image ships it (741x500) with its ground truth: left, right, disparity, valid."""
+    from ges_ros.sample import motorcycle
+    return motorcycle()
+
+
+@pytest.fixture(scope="session")
 def motorcycle_small():
     """The motorcycle pair at half size (for speed) with matching calibration and GT."""
     import cv2

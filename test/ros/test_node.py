@@ -411,3 +411,27 @@ def test_the_network_is_compiled_from_camera_info_before_the_first_pair(tmp_path
             h.publish(pair(cam, left, right, 100 + k))
             h.wait(lambda: h.count("disparity") == k + 1, 60, f"pair {k}")
     assert not any("compile" in t for t in timings)
+
+
+def test_rectification_health_measures_a_known_vertical_shift_and_warns(motorcycle_small):
+    """A real pair whose right image sits 0.8 px low: /diagnostics reports the rows' offset (about +0.8 px) and goes
+    WARN, and the node warns that the calibration is off; the aligned pair before it reports about 0."""
+    import cv2
+    left, right, gt, valid, cam = motorcycle_small
+    low = cv2.warpAffine(right, np.float32([[1, 0, 0], [0, 1, 0.8]]), (right.shape[1], right.shape[0]),
+                         flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+    def diagnostics():
+        return [{kv.key: kv.value for kv in s.values} | {"level": s.level, "message": s.message}
+                for m in h.received["diagnostics"] for s in m.status]
+    with Harness({"row_check_every": 1, "diagnostics_period": 0.2}, predictor=OraclePredictor(gt, valid)) as h:
+        h.publish(pair(cam, left, right, 100))
+        h.wait(lambda: any(d["row_checks"] == "1" for d in diagnostics()), 30, "the first check")
+        aligned = next(d for d in diagnostics() if d["row_checks"] == "1")
+        assert abs(float(aligned["row_offset_px"])) < 0.2 and "rectification" not in h.node._last_log
+        h.publish(pair(cam, left, low, 101))
+        h.wait(lambda: any(d["row_checks"] == "2" for d in diagnostics()), 30, "the second check")
+        off = next(d for d in diagnostics() if d["row_checks"] == "2")
+    assert float(off["row_offset_px"]) == pytest.approx(0.8, abs=0.2)
+    assert off["level"] == b"\x01" and "rows misaligned" in off["message"]
+    assert "rectification" in h.node._last_log          # the throttled warning was logged
