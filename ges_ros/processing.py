@@ -53,8 +53,6 @@ OUTPUTS: Dict[str, Output] = {o.name: o for o in (
 )}
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 
-# a stamp this far behind the previous one is a clock reset (bag loop), not a stray old message
-CLOCK_RESET_S = 1.0
 
 
 class InputError(ValueError):
@@ -150,7 +148,7 @@ class StereoProcessor:
         self._calib_key: Optional[tuple] = None
         self._calib: Optional[StereoCalibration] = None
         self._last_stamp: Optional[float] = None
-        self.clock_resets = 0
+        self._clock_epoch = 0          # the synchronizer's clock resets seen (ges_ros.sync detects them, once)
 
     @property
     def predictor(self):
@@ -192,13 +190,8 @@ class StereoProcessor:
     def check_stamp(self, stamp: Tuple[int, int]) -> None:
         t = stamp_seconds(stamp)
         if self._last_stamp is not None and t <= self._last_stamp:
-            if self._last_stamp - t > CLOCK_RESET_S:
-                # the clock jumped back (a looping bag, sim time restarted): start over
-                self.clock_resets += 1
-                self.reset()
-            else:
-                raise InputError("stamp_order", f"stamp {t:.9f} is not newer than the previous pair's "
-                                 f"{self._last_stamp:.9f} (duplicate or out-of-order message)")
+            raise InputError("stamp_order", f"stamp {t:.9f} is not newer than the previous pair's "
+                             f"{self._last_stamp:.9f} (duplicate or out-of-order message)")
 
     def decode(self, left_msg, right_msg, left_info, right_info):
         arrays = []
@@ -226,9 +219,14 @@ class StereoProcessor:
         return left, right, calib
 
     def process(self, left_msg, right_msg, left_info=None, right_info=None, *,
-                outputs: Collection[str] = ("points2",)) -> StereoResult:
+                outputs: Collection[str] = ("points2",), clock_epoch: int = 0) -> StereoResult:
         """left_info/right_info: the pair's CameraInfo (None when a fixed calibration was given); outputs: the
-        on-demand outputs (OUTPUTS) to build besides disparity and confidence."""
+        on-demand outputs (OUTPUTS) to build besides disparity and confidence; clock_epoch: the synchronizer's
+        clock resets when it formed the pair (StereoInputs.clock_resets): a new one starts over (a looping bag,
+        a restarted sim clock), so the reset is detected once, by the synchronizer."""
+        if clock_epoch != self._clock_epoch:
+            self._clock_epoch = clock_epoch
+            self.reset()
         unknown = sorted(set(outputs) - set(OUTPUTS))
         if unknown:
             raise ValueError(f"unknown outputs {unknown}; valid: {list(OUTPUTS)}")

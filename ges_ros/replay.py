@@ -93,7 +93,8 @@ def replay(in_bag: str, out_bag: str, predictor, *, params: ProcessingParams, to
 
     def on_pair(left, right, left_info, right_info):
         try:
-            result = processor.process(left, right, left_info, right_info, outputs=wanted)
+            result = processor.process(left, right, left_info, right_info, outputs=wanted,
+                                       clock_epoch=sync.clock_resets)
         except InputError as exc:
             summary.dropped[exc.reason] = summary.dropped.get(exc.reason, 0) + 1
             log(f"pair dropped: {exc}")

@@ -438,7 +438,8 @@ class StereoNode(Node):
             if self._pending and (self._busy or len(self._pending) >= MAX_WAITING):
                 self.drops["superseded"] += 1      # the worker is busy: keep only the newest pair
                 self._pending.popleft()
-            self._pending.append((left, right, left_info, right_info))
+            # with the synchronizer's clock resets so far: the processor starts over on a new one
+            self._pending.append((left, right, left_info, right_info, self.sync.clock_resets))
             self._counts["pairs_in"] += 1
             self._window["in"] += 1
             self._cv.notify()
@@ -536,7 +537,8 @@ class StereoNode(Node):
             wanted = {name for name, pub in self.publishers_by_output.items() if pub.get_subscription_count() > 0}
             if wanted & {"depth", "depth/camera_info"}:
                 wanted |= {"depth", "depth/camera_info"}
-            result = self.processor.process(*pair, outputs=wanted)
+            *messages, epoch = pair
+            result = self.processor.process(*messages, outputs=wanted, clock_epoch=epoch)
         except InputError as exc:
             self.drops[exc.reason] += 1
             self._throttled(exc.reason, "error", f"pair dropped: {exc}")
@@ -617,7 +619,7 @@ class StereoNode(Node):
             "out_of_range_pixels_mean": f"{mean(self._out_of_range):.0f}",
             "pairs_in": self._counts["pairs_in"], "pairs_out": self._counts["pairs_out"],
             "pairs_dropped": sum(drops.values()), "solver_fallbacks": self._fallbacks,
-            "clock_resets": self.sync.clock_resets + self.processor.clock_resets,
+            "clock_resets": self.sync.clock_resets,
             "inference_retries": self.processor.retries,
             "qos": self.qos_summary(),
             "row_offset_px": f"{self._row.offset_px:+.2f}" if self._row else "-",

@@ -8,6 +8,7 @@ this one holds the mode table and the `ges bench` parser. Every table states mac
     node         ROS-side cost per frame (message -> array, DisparityImage, PointCloud2, colour map)
     flops        parameters and FLOPs per preset and resolution, and a GPU latency estimate
     arch         the cheaper-network candidates' multiply-adds and time, untrained, SGBM in the same rounds
+    training     training steps an hour of whole recipes (configs), side by side
     accuracy     the weights on the validation scenes beside SGBM, per iteration count (docs/ACCURACY.md)
     autoscale    what input_scale auto costs on a stream, beside input_scale 1 and SGBM
     confidence   sparsification: bad-2 among the pixels kept against coverage per min_confidence (docs/ACCURACY.md)
@@ -23,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .accuracy import bench_accuracy
 from .arch import CANDIDATES, bench_arch
 from .autoscale import bench_autoscale
+from .training import bench_training
 from .common import write_section
 from .confidence import bench_confidence
 from .convergence import bench_convergence
@@ -39,9 +41,10 @@ MODES: Dict[str, Tuple[Callable[[argparse.Namespace], str], str]] = {
     "convergence": (bench_convergence, "BENCHMARKS.md"), "flops": (bench_flops, "BENCHMARKS.md"),
     "accuracy": (bench_accuracy, "ACCURACY.md"), "confidence": (bench_confidence, "ACCURACY.md"),
     "autoscale": (bench_autoscale, "BENCHMARKS.md"), "arch": (bench_arch, "BENCHMARKS.md"),
+    "training": (bench_training, "TRAINING.md"),
     "gpu": (bench_gpu, "GPU.md")}
 # modes `bench all` leaves out (long, or judged against data of their own)
-NOT_IN_ALL = ("soak", "accuracy", "confidence", "gpu", "arch")
+NOT_IN_ALL = ("soak", "accuracy", "confidence", "gpu", "arch", "training")
 
 
 def _sizes(text: str) -> List[Tuple[int, int]]:
@@ -90,6 +93,9 @@ def add_bench_parser(sub, modes: Optional[Dict[str, Tuple[Callable[[argparse.Nam
                    help="latency: skip configurations whose encoders + volume exceed this many GFLOP (0 = run all)")
     p.add_argument("--candidates", nargs="+", default=None,
                    help=f"arch: candidate names (default: all of {list(CANDIDATES)})")
+    p.add_argument("--train-configs", nargs="+", default=["config/train/l1_s10.yaml", "config/train/fast_s1_control.yaml"],
+                   help="training: the configs whose recipes are timed (the first is the reference)")
+    p.add_argument("--train-steps", type=int, default=12, help="training: steps timed per stretch")
     p.add_argument("--weights", default="default")
     p.add_argument("--stream-pairs", type=int, default=60, help="autoscale: pairs in the stream")
     p.add_argument("--solver", default=None, help="accuracy: solver (default: the node's default)")
