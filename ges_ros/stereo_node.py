@@ -19,14 +19,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_c
 from rclpy.node import Node
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from diagnostic_msgs.msg import DiagnosticArray
 
 from .inputs import inputs, topic
+from .qos import InputSubscriptions
 from .messages import diagnostics_msg, header, rclpy_types
 from .params import PARAM_NAMES, PARAMS, by_name
 from .processing import OUTPUTS, InputError, ProcessingParams, StereoProcessor
@@ -37,12 +36,9 @@ from ges_core.pipeline import parse_input_scale
 RCLError = _rclpy_c.RCLError
 
 OK, WARN, ERROR = 0, 1, 2
-RETIRE_AFTER_S = 3.0     # a replaced subscription is destroyed once its successor delivers, or after this
-OVERLAP_S = 0.5          # ... and not before its successor has delivered for this long: what it still queues is taken
 ROW_WARN_PX = 0.5        # rows further apart than this: the calibration is off (a warning and /diagnostics WARN)
 READY_WAIT_S = 2.0       # the ready line waits this long for a camera_info to compile the network for
 MAX_WAITING = 4          # pairs formed while the worker is idle, before its thread runs, wait in order up to this
-Qos = Tuple[QoSReliabilityPolicy, QoSDurabilityPolicy]
 
 
 def _descriptor(p) -> ParameterDescriptor:
@@ -96,19 +92,12 @@ class StereoNode(Node):
                                  slop=g("approximate_sync_tolerance_seconds").value, use_info=calibration is None)
         # the inputs subscribed: camera_info only without a calibration given
         self.inputs = tuple(range(4)) if calibration is None else (0, 1)
-        self._subs: Dict[int, Any] = {}
-        self._qos: Dict[int, Qos] = {}
-        # per input: the subscription being replaced, since when, and when its successor first delivered
-        self._retiring: Dict[int, List[Any]] = {}
-        self._generation = [0] * 4                               # per input: the current subscription's number
-        self._recent = [deque(maxlen=32) for _ in range(4)]      # per input: (stamp, subscription) lately taken
-        self._last_rx = [0.0] * 4
         self._pub_since: Dict[int, float] = {}   # per input: when a publisher was first seen (monotonic)
-        self.lost = [0] * 4               # per input: messages DDS discarded before the node took them
         self._started = time.monotonic()
-        self._spares: Dict[int, Tuple[Any, int, Qos]] = {}   # auto, no publisher yet: the other reliability's
-        self._subscribe(self._wanted_qos())
-        self._subscribe_both_until_known()
+        self.input_subscriptions = InputSubscriptions(
+            self, inputs=self._inputs, indices=self.inputs, topics=self._topics, names=self.processor.names,
+            types=self._input_types, queue_size=g("queue_size").value, mode=lambda: g("qos_reliability").value,
+            deliver=self._on_input)
 
         # the worker's mailbox: pairs formed while it was busy supersede each other (only the newest waits); pairs
         # formed while it was idle, before its thread got to run, wait in order (a transport's repair can deliver
@@ -263,143 +252,21 @@ class StereoNode(Node):
         if self._solvers():             # an exported graph has its solver built in
             self.predictor.solver = choose_solver(values["solver"], self._solvers())[0]
         if values["qos_reliability"] != "auto":
-            self._resubscribe_if_needed()
-
-    # ------------------------------------------------------------------ QoS
-    def _wanted_qos(self) -> Dict[int, Qos]:
-        """Per input, the reliability and durability to subscribe with. Reliability: the `qos_reliability` mode, or
-        in auto reliable when every publisher of that input offers it (as rosbag2 decides per topic). Durability:
-        transient-local for a camera_info whose publishers all offer it (a latched camera_info, sent once and kept
-        for late joiners, reaches only a transient-local subscriber; a volatile publisher refuses one)."""
-        mode = self.get_parameter("qos_reliability").value
-        wanted = {}
-        for i in self.inputs:
-            offered = [p.qos_profile for p in self.get_publishers_info_by_topic(self.processor.names[i])]
-            if mode == "reliable":
-                reliability = QoSReliabilityPolicy.RELIABLE
-            elif mode == "best_effort":
-                reliability = QoSReliabilityPolicy.BEST_EFFORT
-            elif offered and all(q.reliability == QoSReliabilityPolicy.RELIABLE for q in offered):
-                reliability = QoSReliabilityPolicy.RELIABLE
-            else:
-                reliability = QoSReliabilityPolicy.BEST_EFFORT
-            latched = not self._inputs[i].is_image and offered and all(q.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL for q in offered)
-            wanted[i] = (reliability, QoSDurabilityPolicy.TRANSIENT_LOCAL if latched else QoSDurabilityPolicy.VOLATILE)
-        return wanted
-
-    @property
-    def reliability(self) -> Optional[QoSReliabilityPolicy]:
-        """The inputs' subscribed reliability when all agree (None when they differ)."""
-        found = {q[0] for q in self._qos.values()}
-        return found.pop() if len(found) == 1 else None
-
-    def qos_summary(self) -> str:
-        """The subscribed QoS, as diagnostics and logs show it: one word when all inputs agree, else per input."""
-        words = {i: q[0].name.lower() + (" transient_local" if q[1] == QoSDurabilityPolicy.TRANSIENT_LOCAL else "")
-                 for i, q in self._qos.items()}
-        if len(set(words.values())) == 1:
-            return next(iter(words.values()))
-        return ", ".join(f"{self._topics[i]}: {w}" for i, w in sorted(words.items()))
-
-    def _subscribe(self, wanted: Dict[int, Qos]) -> None:
-        """Subscribe each input whose QoS changed. A replaced subscription keeps delivering until its successor
-        delivers (a new subscription misses what is published before the publisher has discovered it, and the
-        first frames after a switch were lost; the subscription's own matched status comes earlier than that),
-        and a message taken from both is passed on once."""
-        for i, (reliability, durability) in wanted.items():
-            if self._qos.get(i) == (reliability, durability):
-                spare = self._spares.pop(i, None)    # the other reliability is not needed: the publishers decided
-                if spare is not None:
-                    self.destroy_subscription(spare[0])
-                continue
-            spare = self._spares.pop(i, None)
-            if spare is not None and spare[2] == (reliability, durability):
-                # the subscription of the other reliability, there since the start, is the one wanted: it has been
-                # receiving all along, so nothing published since the start is missed
-                sub, gen, qos = spare
-                self._generation[i] = gen
-                delivered = time.monotonic() if any(g == gen for _, g in self._recent[i]) else None
-            else:
-                if spare is not None:
-                    self.destroy_subscription(spare[0])
-                self._generation[i] += 1
-                gen = self._generation[i]
-                sub = self._create_input(i, reliability, durability, gen)
-                delivered = None
-            old = self._subs.get(i)
-            if i in self._retiring:                  # replaced again before the previous switch finished
-                self.destroy_subscription(self._retiring.pop(i)[0])
-            if old is not None:
-                self._retiring[i] = [old, time.monotonic(), delivered]
-            self._subs[i], self._qos[i] = sub, (reliability, durability)
-
-    def _create_input(self, i: int, reliability, durability, gen: int):
-        qos = QoSProfile(depth=self.get_parameter("queue_size").value, reliability=reliability,
-                         durability=durability, history=qos_profile_sensor_data.history)
-        # DDS's message-lost events (samples the middleware knows it lost); a KEEP_LAST history overwrite raises none
-        return self.create_subscription(self._input_types[i], self._topics[i],
-                                        (lambda m, i=i, gen=gen: self._on_input(i, m, gen)),
-                                        qos, event_callbacks=SubscriptionEventCallbacks(
-                                            message_lost=(lambda info, i=i: self._on_lost(i, info))))
-
-    def _subscribe_both_until_known(self) -> None:
-        """auto, an input with no publisher yet: a subscription of the other reliability beside the first one.
-        A publisher that appears later matches at least one of them from its first message on (a reliable
-        driver's first large frame, once lost by the best-effort subscription while the switch to reliable was
-        still to come; and a best-effort publisher never matches a reliable subscription)."""
-        if self.get_parameter("qos_reliability").value != "auto":
-            return
-        for i in self.inputs:
-            if self.count_publishers(self.processor.names[i]) or i in self._spares:
-                continue
-            reliability, durability = self._qos[i]
-            other = (QoSReliabilityPolicy.RELIABLE if reliability == QoSReliabilityPolicy.BEST_EFFORT
-                     else QoSReliabilityPolicy.BEST_EFFORT)
-            self._generation[i] += 1
-            gen = self._generation[i]
-            self._spares[i] = (self._create_input(i, other, durability, gen), gen, (other, durability))
-
-    def _retire(self, index: int) -> None:
-        """Destroy the subscription that `index`'s current one replaced."""
-        old = self._retiring.pop(index)[0]
-        self.destroy_subscription(old)
-
-    def _resubscribe_if_needed(self) -> None:
-        wanted = self._wanted_qos()
-        for i in [i for i in self._spares if wanted.get(i) == self._qos.get(i)
-                  and self.count_publishers(self.processor.names[i])]:
-            self.destroy_subscription(self._spares.pop(i)[0])   # the publishers match the first subscription
-        if wanted != self._qos:
-            publishers = sum(self.count_publishers(self.processor.names[i]) for i in self.inputs)
-            why = "matching the publishers" if publishers else "no publisher left; best_effort matches any"
-            before = self.qos_summary()
-            self._subscribe(wanted)
-            self.get_logger().info(f"input QoS {before} -> {self.qos_summary()} ({why})")
-        self._subscribe_both_until_known()
-
-    def _retire_stale(self) -> None:
-        """A quiet input's replaced subscription goes after RETIRE_AFTER_S: its successor had time to match."""
-        now = time.monotonic()
-        for i in [i for i, (_, since, _) in self._retiring.items() if now - since > RETIRE_AFTER_S]:
-            self._retire(i)
+            self.input_subscriptions.resubscribe_if_needed()
 
     # --------------------------------------------------------------- inputs
-    def _on_input(self, index: int, msg, generation: int) -> None:
-        now = time.monotonic()
-        self._last_rx[index] = now
-        if generation == self._generation[index] and index in self._retiring:
-            # the new subscription delivers; the old one goes once it has passed on what it had queued
-            retiring = self._retiring[index]
-            retiring[2] = retiring[2] or now
-            if now - retiring[2] >= OVERLAP_S:
-                self._retire(index)
-        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        if any(s == stamp and g != generation for s, g in self._recent[index]):
-            return      # the same sample through the other of two overlapping subscriptions (a re-sent stamp counts)
-        self._recent[index].append((stamp, generation))
+    def _on_input(self, index: int, msg) -> None:
         if not self._inputs[index].is_image:
             self._camera_info_seen(index, msg)
         self.sync.add(index, msg)
+
+    @property
+    def reliability(self):
+        """The inputs' subscribed reliability when all agree (None when they differ)."""
+        return self.input_subscriptions.reliability
+
+    def qos_summary(self) -> str:
+        return self.input_subscriptions.summary()
 
     def _camera_info_seen(self, index: int, msg) -> None:
         """Both cameras' info known, of a size not compiled for: the worker compiles it before any pair."""
@@ -430,9 +297,6 @@ class StereoNode(Node):
                                f"network ready for {width}x{height}")
         self.get_logger().info(self._compiled_note)
 
-    def _on_lost(self, index: int, info) -> None:
-        self.lost[index] += info.total_count_change
-
     def _on_synced(self, left, right, left_info, right_info) -> None:
         with self._cv:
             if self._pending and (self._busy or len(self._pending) >= MAX_WAITING):
@@ -446,8 +310,8 @@ class StereoNode(Node):
 
     def _watch_inputs(self) -> None:
         if self.get_parameter("qos_reliability").value == "auto":
-            self._resubscribe_if_needed()
-        self._retire_stale()                         # in every mode (a set parameter switches too)
+            self.input_subscriptions.resubscribe_if_needed()
+        self.input_subscriptions.retire_stale()            # in every mode (a set parameter switches too)
         now = time.monotonic()
         quiet = self.get_parameter("no_input_warning_seconds").value
         if now - self._started < quiet:
@@ -463,16 +327,17 @@ class StereoNode(Node):
             else:
                 self._pub_since.pop(i, None)
         # quiet since the last message, or since a publisher appeared (a driver just started is not silent)
-        silent = [i for i in self.inputs if now - max(self._last_rx[i], self._pub_since.get(i, 0.0)) > quiet]
+        last_rx = self.input_subscriptions.last_rx
+        silent = [i for i in self.inputs if now - max(last_rx[i], self._pub_since.get(i, 0.0)) > quiet]
         if not silent:
             return
         heard = [names[i] for i in self.inputs if i not in silent]
         for i in silent:
             pubs = self.get_publishers_info_by_topic(names[i])
             offered = ", ".join(sorted({p.qos_profile.reliability.name.lower() for p in pubs})) or "none"
-            if self._last_rx[i] > 0:
+            if last_rx[i] > 0:
                 # it did arrive before: the stream stopped (end of a bag, a dead driver)
-                self._throttled(f"stopped{i}", "info", f"no message on {names[i]} for {now - self._last_rx[i]:.0f} s",
+                self._throttled(f"stopped{i}", "info", f"no message on {names[i]} for {now - last_rx[i]:.0f} s",
                                 period=60.0)
             elif heard and not pubs:
                 self._throttled(f"silent{i}", "warning",
@@ -488,7 +353,7 @@ class StereoNode(Node):
             elif pubs:
                 self._throttled(f"silent{i}", "warning",
                                 f"{names[i]} has {len(pubs)} publisher(s) (reliability offered: {offered}; "
-                                f"requested: {self._qos[i][0].name.lower()}) but nothing arrived for {quiet:.0f} s. "
+                                f"requested: {self.input_subscriptions.qos[i][0].name.lower()}) but nothing arrived for {quiet:.0f} s. "
                                 "Large images over best-effort QoS are dropped by Fast DDS's default transports: "
                                 "use reliable QoS on both ends or FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA in every process.")
 
@@ -606,8 +471,8 @@ class StereoNode(Node):
         for i, name in enumerate(self.processor.names):
             if self.sync.dropped[i]:
                 drops[f"unmatched {name}"] = self.sync.dropped[i]
-            if self.lost[i]:
-                drops[f"lost in transport {name}"] = self.lost[i]
+            if self.input_subscriptions.lost[i]:
+                drops[f"lost in transport {name}"] = self.input_subscriptions.lost[i]
         values = {
             "input_rate_hz": f"{in_rate:.2f}", "output_rate_hz": f"{out_rate:.2f}",
             "latency_ms_mean": f"{mean(lat):.1f}", "latency_ms_max": f"{lat[-1] if lat else 0:.1f}",
@@ -649,7 +514,7 @@ class StereoNode(Node):
         with self._cv:
             pending = bool(self._pending)
         return {"pairs_in": self._counts["pairs_in"], "pairs_out": self._counts["pairs_out"],
-                "drops": dict(self.drops), "unmatched": list(self.sync.dropped), "lost": list(self.lost),
+                "drops": dict(self.drops), "unmatched": list(self.sync.dropped), "lost": list(self.input_subscriptions.lost),
                 "queue_size": self.sync.queue_size, "latency_ms": sorted(self._latency), "pending": pending}
 
     def runtime(self) -> str:

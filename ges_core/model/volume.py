@@ -33,7 +33,8 @@ def _group_mean(x: torch.Tensor, groups: int) -> torch.Tensor:
     faster with the reduction (1.25x, measured), so it keeps it."""
     batch, channels, height, width = x.shape
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        weight = torch.full((groups, channels // groups, 1, 1), groups / channels, dtype=x.dtype, device=x.device)
+        per_group = int(channels) // groups      # a constant of the graph (a traced shape can be symbolic)
+        weight = torch.full((groups, per_group, 1, 1), 1.0 / per_group, dtype=x.dtype, device=x.device)
         return F.conv2d(x, weight, groups=groups)
     return x.view(batch, groups, channels // groups, height, width).mean(dim=2)
 

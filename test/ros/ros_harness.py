@@ -63,7 +63,7 @@ class Harness:
         self.wait(lambda: all(p.get_subscription_count() > 0 for p in inputs), 10, "node subscriptions")
         if qos.reliability == QoSReliabilityPolicy.RELIABLE:
             # the node (qos_reliability auto) switches to the publishers' reliable QoS within a second
-            self.wait(lambda: self.node.reliability == QoSReliabilityPolicy.RELIABLE and not self.node._retiring, 10,
+            self.wait(lambda: self.node.reliability == QoSReliabilityPolicy.RELIABLE and not self.node.input_subscriptions.retiring, 10,
                       "reliable subscriptions")
 
     def _spin(self) -> None:

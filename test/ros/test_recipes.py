@@ -66,7 +66,7 @@ def depth_array(msg):
 
 
 def test_rtabmap_rgbd_gets_rgb_depth_and_camera_info_that_pair_exactly(consumers):
-    got, gt, valid, cam = consumers[0]["rtabmap"], *consumers[1:]
+    got, cam = consumers[0]["rtabmap"], consumers[3]
     for k, encoding in enumerate(("32FC1", "16UC1")):
         rgb, depth, info = got["rgb/image"][k], got["depth/image"][k], got["rgb/camera_info"][k]
         assert stamp(rgb) == stamp(depth) == stamp(info)                       # exact sync
@@ -88,7 +88,7 @@ def test_nvblox_gets_depth_and_camera_info_by_exact_stamp_in_metres_or_millimetr
 
 
 def test_depthimage_to_laserscan_gets_a_depth_row_it_can_turn_into_ranges(consumers):
-    got, gt, valid, cam = consumers[0]["depthimage_to_laserscan"], *consumers[1:]
+    got, gt, cam = consumers[0]["depthimage_to_laserscan"], consumers[1], consumers[3]
     depth, info = got["depth"][0], got["depth_camera_info"][0]
     assert depth.encoding in ("32FC1", "16UC1") and stamp(depth) == stamp(info)
     # a scan's range at a pixel of the middle row: the ray through (u, cy) scaled to depth z, from K alone
@@ -103,7 +103,7 @@ def test_depthimage_to_laserscan_gets_a_depth_row_it_can_turn_into_ranges(consum
 
 
 def test_nav2_voxel_layer_gets_a_cloud_in_the_optical_frame(consumers):
-    got, gt, valid, cam = consumers[0]["nav2_voxel_layer"], *consumers[1:]
+    got, valid = consumers[0]["nav2_voxel_layer"], consumers[2]
     cloud = got["/stereo/points2"][0]
     assert [(f.name, f.datatype) for f in cloud.fields][:3] == [("x", 7), ("y", 7), ("z", 7)]      # FLOAT32
     assert cloud.header.frame_id == "stereo_left_optical" and not cloud.is_dense

@@ -121,7 +121,7 @@ def test_qos_switch_to_a_reliable_publisher_loses_no_frame():
                 driver.kill()
         assert QoSReliabilityPolicy.BEST_EFFORT in seen and QoSReliabilityPolicy.RELIABLE in seen   # switched meanwhile
         h.wait(lambda: h.node.stats()["pairs_in"] == n, 20, "every pair formed")
-        h.wait(lambda: not h.node._retiring, 10, "the switch finished")
+        h.wait(lambda: not h.node.input_subscriptions.retiring, 10, "the switch finished")
         time.sleep(0.5)
         stats = h.node.stats()
         assert stats["pairs_in"] == n                               # none lost, none formed twice
@@ -148,7 +148,7 @@ def test_latched_camera_info_from_before_the_node_started():
             pub.publish(info)
         oracle = OraclePredictor(np.full((32, 48), 5.0, np.float32), np.ones((32, 48), bool))
         with Harness({"max_pixels": 1000}, predictor=oracle, published=(0, 1)) as h:
-            h.wait(lambda: h.node._qos[2][1] == QoSDurabilityPolicy.TRANSIENT_LOCAL and not h.node._retiring, 10,
+            h.wait(lambda: h.node.input_subscriptions.qos[2][1] == QoSDurabilityPolicy.TRANSIENT_LOCAL and not h.node.input_subscriptions.retiring, 10,
                    "transient-local camera_info subscriptions")
             h.wait(lambda: h.node.sync.received[2:] == [1, 1], 10, "the latched camera_info")
             for sec in (80, 81, 82):
