@@ -90,6 +90,25 @@ def play_bag(bag, env):
     return play.stdout + play.stderr
 
 
+def frames_through(node, bag, env, frames: int, *, idle_s: float = 0.0):
+    """Once the node says it is ready: a listener in a third process, then `ges play` of `bag` -> (the stamps the
+    listener got, sorted; its output; the node's log; `ges play`'s output). The node is stopped at the end."""
+    listener, played = None, ""
+    try:
+        node.wait_for("ready", 120)
+        listener = Process([sys.executable, str(HERE / "listener.py"), str(frames), "60"], env)
+        listener.wait_for("listening", 30)
+        time.sleep(idle_s)
+        played = play_bag(bag, env)
+        listener.wait_for("done", 60)
+        out = listener.stop()
+    finally:
+        if listener is not None:
+            listener.stop()
+        log = node.stop()
+    return sorted(int(x) for x in out.splitlines() if x.isdigit()), out, log, played
+
+
 def test_node_first_then_ges_play_every_frame_arrives(tmp_path, tiny_weights):
     """The README's way: the node started first, `ges play` of a bag second, frames two seconds apart, a user's
     subscriber in a third process, Fast DDS's default transports. Every frame reaches the subscriber, the first
@@ -102,21 +121,9 @@ def test_node_first_then_ges_play_every_frame_arrives(tmp_path, tiny_weights):
     node = Process([sys.executable, "-m", "ges_ros.stereo_node", "--ros-args", "-r", "__ns:=/stereo",
                     "-p", f"weights:={tiny_weights}", "-p", "backend:=torch", "-p", "no_input_warning_seconds:=3.0"],
                    env)
-    listener = None
-    try:
-        node.wait_for("ready", 60)
-        listener = Process([sys.executable, str(HERE / "listener.py"), str(frames), "60"], env)
-        listener.wait_for("listening", 30)
-        time.sleep(4.0)                   # the node idles with no publisher, as it does before a driver starts
-        played = play_bag(bag, env)
-        assert f"published {frames * 4} messages" in played
-        listener.wait_for("done", 60)
-        out = listener.stop()
-    finally:
-        if listener is not None:
-            listener.stop()
-        log = node.stop()
-    got = sorted(int(x) for x in out.splitlines() if x.isdigit())
+    # the node idles with no publisher for a while, as it does before a driver starts
+    got, out, log, played = frames_through(node, bag, env, frames, idle_s=4.0)
+    assert f"published {frames * 4} messages" in played
     context = out + "\n--- node:\n" + log + "\n--- play:\n" + played
     # every frame reached the node and formed its pair; the first and the last reach the subscriber (the first's
     # left image, repaired by the transport seconds late, can arrive right behind the second's: both are kept,
@@ -146,21 +153,9 @@ def test_first_start_with_a_calibration_file_compiles_before_ready_and_loses_no_
     node = Process([sys.executable, "-m", "ges_ros.stereo_node", "--ros-args", "-r", "__ns:=/stereo",
                     "-p", f"weights:={tiny_weights}", "-p", "backend:=openvino", "-p", "precision:=fp32",
                     "-p", f"calibration:={calib}", "-p", "min_depth:=2.0"], env)
-    listener = None
-    try:
-        node.wait_for("ready", 120)
-        ready = next(line for line in node.lines if "ready:" in line)
-        assert "network compiled for 741x500" in ready, "\n".join(node.lines)
-        listener = Process([sys.executable, str(HERE / "listener.py"), str(frames), "60"], env)
-        listener.wait_for("listening", 30)
-        play_bag(bag, env)
-        listener.wait_for("done", 60)
-        out = listener.stop()
-    finally:
-        if listener is not None:
-            listener.stop()
-        log = node.stop()
-    got = sorted(int(x) for x in out.splitlines() if x.isdigit())
+    got, out, log, _ = frames_through(node, bag, env, frames)
+    ready = next(line for line in log.splitlines() if "ready:" in line)
+    assert "network compiled for 741x500" in ready, log
     assert got == [100 + k for k in range(frames)], out + "\n--- node:\n" + log
     assert "superseded" not in log and "compiled the network" not in log, log
 
