@@ -9,19 +9,16 @@ from typing import Any, Dict, Tuple
 
 @dataclass(frozen=True)
 class GESConfig:
-    # --- volumetric branch -------------------------------------------------
+    # --- architecture: what the weights were trained as (a change needs new weights) ------------------
     max_disp: int = 192                      # search range at full resolution (px)
     encoder_channels: Tuple[int, int] = (16, 32)   # stem 1/2, 1/4
     feature_channels: int = 32               # matching features at 1/4
     groups: int = 8                          # group-wise correlation groups
     unet_channels: Tuple[int, int, int] = (8, 16, 24)  # 3D UNet C(0), C(1), C(2)
-    topk: int = 2                            # soft-argmin over the top-k candidates (0 = all)
-    train_topk: int = 0                      # in training: all bins, so every logit gets a gradient
     unet_start: int = 4                      # 4: the 3D UNet convolves from 1/4; 8: from 1/8 down, C(0) pointwise
     conv3d: str = "full"                     # full (3x3x3) | factorized (1x3x3 then 3x1x1)
     norm: str = "group"                      # group | batch (folded into the convolutions at inference)
     shared_stem: bool = False                # the context encoder reads the feature encoder's stem
-    # --- update operator ---------------------------------------------------
     hidden_dims: Tuple[int, int, int] = (32, 32, 32)   # ConvGRU 1/4, 1/8, 1/16
     lookup_channels: int = 4                 # channels sampled per 3D scale
     lookup_radius: int = 2                   # samples d-r .. d+r per scale
@@ -30,22 +27,33 @@ class GESConfig:
     slow_fast: bool = True                   # coarse GRUs updated more often
     gate_kernel: int = 3                     # the ConvGRUs' z/r gates: 3x3, or 1x1
     motion_kernel: int = 3                   # the motion encoder's output convolution: 3x3, or 1x1
-    # --- deep equilibrium --------------------------------------------------
+    # --- inference: how the network is run (the node's parameters can change these) ------------------
+    topk: int = 2                            # soft-argmin over the top-k candidates (0 = all)
     iters: int = 4                           # solver iterations at inference
+    solver: str = "anderson"                 # fixed_point | anderson | hyper_anderson
+    tol: float = 1e-4                        # relative residual to stop at
+    anderson_m: int = 5
+    anderson_beta: float = 1.0
+    # --- training: the deep equilibrium's forward and backward in a training step ---------------------
+    train_topk: int = 0                      # in training: all bins, so every logit gets a gradient
     train_iters: int = 6                     # forward solver iterations in training
     train_iters_max: int = 0                 # > train_iters: a random count in [train_iters, train_iters_max] per
                                              # step, so states far along the solve are trained too (anytime DEQ)
     fp_corrections: int = 0                  # training: this many states sampled along the solve also get a
                                              # phantom step and a loss (DEQ-Flow's fixed-point correction)
-    solver: str = "anderson"                 # fixed_point | anderson | hyper_anderson
-    tol: float = 1e-4                        # relative residual to stop at
-    anderson_m: int = 5
-    anderson_beta: float = 1.0
     backward: str = "phantom"                # phantom | ift | bptt
     phantom_steps: int = 1
     phantom_tau: float = 1.0
     ift_iters: int = 30
     ift_tol: float = 1e-6
+
+    def part(self, group: str) -> Dict[str, Any]:
+        """The fields of one group (FIELD_GROUPS: architecture, inference, training) by name."""
+        try:
+            names = FIELD_GROUPS[group]
+        except KeyError:
+            raise ValueError(f"unknown field group {group!r}; valid: {sorted(FIELD_GROUPS)}") from None
+        return {name: getattr(self, name) for name in names}
 
     def solver_options(self, name: str) -> Dict[str, Any]:
         """The stored options of solver `name` (only Anderson has any)."""
@@ -78,6 +86,17 @@ class GESConfig:
     @classmethod
     def from_json(cls, s: str) -> "GESConfig":
         return cls.from_dict(json.loads(s))
+
+
+# the fields by what they are for, in the class's order (a test holds every field to exactly one group)
+FIELD_GROUPS: Dict[str, Tuple[str, ...]] = {
+    "architecture": ("max_disp", "encoder_channels", "feature_channels", "groups", "unet_channels", "unet_start",
+                     "conv3d", "norm", "shared_stem", "hidden_dims", "lookup_channels", "lookup_radius",
+                     "corr_lookup", "motion_channels", "slow_fast", "gate_kernel", "motion_kernel"),
+    "inference": ("topk", "iters", "solver", "tol", "anderson_m", "anderson_beta"),
+    "training": ("train_topk", "train_iters", "train_iters_max", "fp_corrections", "backward", "phantom_steps",
+                 "phantom_tau", "ift_iters", "ift_tol"),
+}
 
 
 def strict_from_dict(cls, values: Dict[str, Any], what: str):

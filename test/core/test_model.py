@@ -346,3 +346,15 @@ def test_the_small_presets_weights_still_load_and_seed_the_fast_preset(tmp_path)
             torch.testing.assert_close(v.float(), source[k].float(), rtol=1e-3, atol=1e-4)
         else:
             assert torch.equal(v, fresh[k])
+
+
+def test_every_config_field_is_in_one_group_and_the_groups_follow_the_class():
+    from ges_core.config import FIELD_GROUPS
+    names = [f.name for f in dataclasses.fields(GESConfig)]
+    grouped = [n for group in FIELD_GROUPS.values() for n in group]
+    assert grouped == names                       # each field once, in the class's order
+    fast = GESConfig.preset("fast")
+    assert fast.part("inference") == GESConfig.preset("small").part("inference")      # the same way of running
+    assert fast.part("architecture") != GESConfig.preset("small").part("architecture")
+    with pytest.raises(ValueError, match="valid"):
+        fast.part("optimizer")
