@@ -160,6 +160,39 @@ def test_first_start_with_a_calibration_file_compiles_before_ready_and_loses_no_
     assert "superseded" not in log and "compiled the network" not in log, log
 
 
+def test_a_compressed_recording_played_into_the_node_gives_every_pair(tmp_path, tiny_weights):
+    """A recording of JPEG CompressedImage (what users record and stream), `ges play`-ed into a node started with
+    image_transport:=compressed: every pair's disparity arrives."""
+    import cv2
+    from ges_ros.messages import header
+    frames = 3
+    left, right, _, _ = motorcycle()
+    types = rosbags_types()
+    bag = tmp_path / "jpeg"
+    w = BagWriter(str(bag), storage="mcap", overwrite=True)
+    try:
+        compressed = w.typestore.types["sensor_msgs/msg/CompressedImage"]
+        for k in range(frames):
+            sec = 100 + 2 * k
+            t = int(sec * 1e9)
+            msgs = stereo_messages(types, left, right, MOTORCYCLE, sec=sec)
+            for topic, image, msg in ((TOPICS[0], left, msgs[0]), (TOPICS[1], right, msgs[1])):
+                ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+                w.write(topic + "/compressed", "sensor_msgs/msg/CompressedImage", t,
+                        compressed(header=header(types, sec, 0, msg.header.frame_id), format="jpeg",
+                                   data=buf.reshape(-1)))
+            for topic, ty, msg in zip(TOPICS[2:], TYPES[2:], msgs[2:]):
+                w.write(topic, ty, t, msg)
+    finally:
+        w.close()
+    env = user_env(ROS_DOMAIN_ID=str(150 + (os.getpid() + 9) % 50))
+    node = Process([sys.executable, "-m", "ges_ros.stereo_node", "--ros-args", "-r", "__ns:=/stereo",
+                    "-p", f"weights:={tiny_weights}", "-p", "backend:=torch", "-p", "image_transport:=compressed"], env)
+    got, out, log, _ = frames_through(node, bag, env, frames)
+    assert got == [100 + 2 * k for k in range(frames)], out + "\n--- node:\n" + log
+    assert "left/image_rect/compressed" in log
+
+
 def test_ges_play_waits_until_a_reliable_subscriber_has_the_last_frame(tmp_path):
     """`ges play` of a short bag straight to a subscriber in another process: the last message arrives."""
     frames = 3
