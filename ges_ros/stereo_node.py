@@ -14,7 +14,7 @@ import difflib
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from typing import Any, Dict, List, Optional, Tuple
 
 import rclpy
@@ -27,6 +27,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from .inputs import inputs, topic
 from .qos import InputSubscriptions
 from .messages import diagnostics_msg, header, rclpy_types
+from .node_stats import NodeStats
 from .params import PARAM_NAMES, PARAMS, by_name
 from .processing import OUTPUTS, InputError, ProcessingParams, StereoProcessor
 from .sync import StereoInputs
@@ -106,19 +107,10 @@ class StereoNode(Node):
         self._pending: deque = deque()
         self._busy = False
         self._running = True
-        self.drops: Counter = Counter()
-        self._counts = {"pairs_in": 0, "pairs_out": 0}
-        self._latency: deque = deque(maxlen=200)
-        self._infer: deque = deque(maxlen=200)
-        self._iters: deque = deque(maxlen=200)
-        self._scale: Optional[float] = None            # the scale the network ran the last pair at
+        self.activity = NodeStats()
+        self.drops = self.activity.drops                 # drops by reason (the name tests and tools read)
         self._backend_warned = False
-        self._out_of_range: deque = deque(maxlen=200)  # per pair: pixels invalid as beyond the range
-        self._fallbacks = 0
-        self._row = None                                # the last rectification check (RowAlignment)
-        self._row_checks = 0
         self._last_log: Dict[str, float] = {}
-        self._window = {"t": time.monotonic(), "in": 0, "out": 0}
         # compiling the network before the first pair (a backend that compiles per input size): the size is known
         # from a calibration file now, or from the first camera_info pair; the ready line waits for it
         self._compiled_note: Optional[str] = None     # what the ready line says of the compile
@@ -304,8 +296,7 @@ class StereoNode(Node):
                 self._pending.popleft()
             # with the synchronizer's clock resets so far: the processor starts over on a new one
             self._pending.append((left, right, left_info, right_info, self.sync.clock_resets))
-            self._counts["pairs_in"] += 1
-            self._window["in"] += 1
+            self.activity.pair_in()
             self._cv.notify()
 
     def _watch_inputs(self) -> None:
@@ -317,7 +308,7 @@ class StereoNode(Node):
         if now - self._started < quiet:
             return
         names = self.processor.names
-        if self._counts["pairs_in"] == 0:
+        if self.activity.pairs_in == 0:
             hint = self.sync.hint()
             if hint:
                 self._throttled("sync_hint", "warning", f"no pair formed: {hint}", period=30.0)
@@ -420,8 +411,7 @@ class StereoNode(Node):
         for name, msg in result.messages.items():
             self.publishers_by_output[name].publish(msg)
         now = self.get_clock().now().nanoseconds * 1e-9
-        self._latency.append((now - (result.stamp[0] + result.stamp[1] * 1e-9)) * 1e3)
-        self._infer.append(result.timings_ms.get("network", 0.0))
+        self.activity.pair_out(result, (now - (result.stamp[0] + result.stamp[1] * 1e-9)) * 1e3)
         if "compile" in result.timings_ms:
             size = f"{result.disparity.image.width}x{result.disparity.image.height}"
             seconds = result.timings_ms["compile"] / 1e3
@@ -440,33 +430,18 @@ class StereoNode(Node):
             self.get_logger().warning(f"{reason} (set backend:=torch to start on it)")
         if result.scale_changed:
             self.get_logger().info(f"network scale now {result.scale:.3g} ({result.scale_reason})")
-        self._scale = result.scale
-        self._out_of_range.append(result.out_of_range)
-        if result.row_alignment is not None:
-            self._row = result.row_alignment
-            self._row_checks += 1
-            if abs(self._row.offset_px) > ROW_WARN_PX:
-                self._throttled("rectification", "warning", (
-                    f"the stereo pair's rows are {self._row.offset_px:+.2f} px apart (median of {self._row.matches} "
-                    f"matches; {self._row.misaligned_share * 100:.0f} % are more than 1 px off their row): the "
-                    "calibration or rectification is off, and depth will be wrong; recalibrate the rig"), period=60.0)
-        self._iters.append(result.iters)
-        self._fallbacks += int(result.fallback)
+        row = result.row_alignment
+        if row is not None and abs(row.offset_px) > ROW_WARN_PX:
+            self._throttled("rectification", "warning", (
+                f"the stereo pair's rows are {row.offset_px:+.2f} px apart (median of {row.matches} matches; "
+                f"{row.misaligned_share * 100:.0f} % are more than 1 px off their row): the calibration or "
+                "rectification is off, and depth will be wrong; recalibrate the rig"), period=60.0)
         if result.fallback:
             self._throttled("fallback", "warning", "solver diverged on a pair: published the volumetric disparity")
-        self._counts["pairs_out"] += 1
-        self._window["out"] += 1
 
     # ---------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
-        now = time.monotonic()
-        dt = max(1e-6, now - self._window["t"])
-        in_rate, out_rate = self._window["in"] / dt, self._window["out"] / dt
-        self._window = {"t": now, "in": 0, "out": 0}
-
-        def mean(d):
-            return sum(d) / len(d) if d else 0.0
-        lat = sorted(self._latency)
+        in_rate, out_rate = self.activity.rates()
         drops = dict(self.drops)
         for i, name in enumerate(self.processor.names):
             if self.sync.dropped[i]:
@@ -474,33 +449,22 @@ class StereoNode(Node):
             if self.input_subscriptions.lost[i]:
                 drops[f"lost in transport {name}"] = self.input_subscriptions.lost[i]
         values = {
-            "input_rate_hz": f"{in_rate:.2f}", "output_rate_hz": f"{out_rate:.2f}",
-            "latency_ms_mean": f"{mean(lat):.1f}", "latency_ms_max": f"{lat[-1] if lat else 0:.1f}",
-            "inference_ms_mean": f"{mean(self._infer):.1f}", "iterations_mean": f"{mean(self._iters):.2f}",
+            "input_rate_hz": f"{in_rate:.2f}", "output_rate_hz": f"{out_rate:.2f}", **self.activity.values(),
             "runtime": self.runtime(),
             "input_scale": "auto" if self.processor.params.pipeline.input_scale == "auto" else
             f"{self.processor.params.pipeline.input_scale:g}",
-            "network_scale": f"{self._scale:.3g}" if self._scale is not None else "-",
-            "out_of_range_pixels_mean": f"{mean(self._out_of_range):.0f}",
-            "pairs_in": self._counts["pairs_in"], "pairs_out": self._counts["pairs_out"],
-            "pairs_dropped": sum(drops.values()), "solver_fallbacks": self._fallbacks,
-            "clock_resets": self.sync.clock_resets,
-            "inference_retries": self.processor.retries,
-            "qos": self.qos_summary(),
-            "row_offset_px": f"{self._row.offset_px:+.2f}" if self._row else "-",
-            "row_offset_abs_p90_px": f"{self._row.abs_p90_px:.2f}" if self._row else "-",
-            "row_misaligned_share": f"{self._row.misaligned_share:.3f}" if self._row else "-",
-            "row_checks": self._row_checks,
+            "pairs_dropped": sum(drops.values()), "clock_resets": self.sync.clock_resets,
+            "inference_retries": self.processor.retries, "qos": self.qos_summary(),
         }
         values.update({f"dropped: {k}": v for k, v in sorted(drops.items())})
         errors = {k: v for k, v in self.drops.items() if k != "superseded"}
         level, message = OK, "ok"
         if errors:
             level, message = WARN, "dropped pairs: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items()))
-        elif self._row is not None and abs(self._row.offset_px) > ROW_WARN_PX:
-            level, message = WARN, (f"rows misaligned by {self._row.offset_px:+.2f} px: calibration or "
+        elif self.activity.row is not None and abs(self.activity.row.offset_px) > ROW_WARN_PX:
+            level, message = WARN, (f"rows misaligned by {self.activity.row.offset_px:+.2f} px: calibration or "
                                     "rectification is off")
-        elif self._counts["pairs_in"] == 0:
+        elif self.activity.pairs_in == 0:
             level, message = WARN, "no synchronized input yet"
         t = self.get_clock().now().to_msg()
         types = self.processor.types
@@ -513,21 +477,18 @@ class StereoNode(Node):
         recent end-to-end latencies (ms, sorted) and whether a pair waits for the worker."""
         with self._cv:
             pending = bool(self._pending)
-        return {"pairs_in": self._counts["pairs_in"], "pairs_out": self._counts["pairs_out"],
-                "drops": dict(self.drops), "unmatched": list(self.sync.dropped), "lost": list(self.input_subscriptions.lost),
-                "queue_size": self.sync.queue_size, "latency_ms": sorted(self._latency), "pending": pending}
+        return {"pairs_in": self.activity.pairs_in, "pairs_out": self.activity.pairs_out, "drops": dict(self.drops),
+                "unmatched": list(self.sync.dropped), "lost": list(self.input_subscriptions.lost),
+                "queue_size": self.sync.queue_size, "latency_ms": sorted(self.activity.latency_ms), "pending": pending}
 
     def runtime(self) -> str:
         """What runs the network, as one word pair joined by "_" ("openvino_bf16", "torch_fp32", "onnxruntime")."""
         return str(getattr(self.predictor, "runtime", "onnxruntime")).replace(" ", "_")
 
     def summary(self) -> str:
-        inf = sorted(self._infer)
-        return (f"pairs_in={self._counts['pairs_in']} pairs_out={self._counts['pairs_out']} "
-                f"inference_ms={sum(inf) / len(inf) if inf else 0:.1f} "
-                f"iterations={sum(self._iters) / len(self._iters) if self._iters else 0:.2f} "
-                f"dropped={dict(self.drops)} solver_fallbacks={self._fallbacks} runtime={self.runtime()} "
-                f"network_scale={f'{self._scale:.3g}' if self._scale is not None else '-'}")
+        scale = self.activity.scale
+        return (f"{self.activity.summary()} runtime={self.runtime()} "
+                f"network_scale={f'{scale:.3g}' if scale is not None else '-'}")
 
     def _console(self, message: str) -> None:
         """A line straight to stderr, for shutdown. Ctrl-C shuts the context (and with it rcl's logging) down from
