@@ -116,7 +116,6 @@ class StereoNode(Node):
         self._compiled_note: Optional[str] = None     # what the ready line says of the compile
         self._prepared: set = set()                   # input sizes compiled for
         self._prepare_job: Optional[Tuple[int, int, Any]] = None
-        self._last_info: List[Any] = [None, None]
         self._announced = False
         if calibration is not None and calibration.width and calibration.height:
             self._prepare(calibration.height, calibration.width, calibration)
@@ -248,9 +247,9 @@ class StereoNode(Node):
 
     # --------------------------------------------------------------- inputs
     def _on_input(self, index: int, msg) -> None:
-        if not self._inputs[index].is_image:
-            self._camera_info_seen(index, msg)
         self.sync.add(index, msg)
+        if not self._inputs[index].is_image:
+            self._camera_info_seen()     # the worker takes a compile job before any pair
 
     @property
     def reliability(self):
@@ -260,17 +259,18 @@ class StereoNode(Node):
     def qos_summary(self) -> str:
         return self.input_subscriptions.summary()
 
-    def _camera_info_seen(self, index: int, msg) -> None:
-        """Both cameras' info known, of a size not compiled for: the worker compiles it before any pair."""
-        self._last_info[0 if self._inputs[index].name.startswith("left") else 1] = msg
-        if not getattr(self.predictor, "compiles_per_size", False) or None in self._last_info:
+    def _camera_info_seen(self) -> None:
+        """Both cameras' info known (the synchronizer's cache), of a size not compiled for: the worker compiles
+        it before any pair."""
+        infos = self.sync.info
+        if not getattr(self.predictor, "compiles_per_size", False) or None in infos:
             return
-        size = (int(self._last_info[0].height), int(self._last_info[0].width))
+        size = (int(infos[0].height), int(infos[0].width))
         if 0 in size or size in self._prepared:
             return
         self._prepared.add(size)
         try:
-            calib = self.processor.calibration(*self._last_info)
+            calib = self.processor.calibration(*infos)
         except InputError:
             return               # the first pair reports it
         with self._cv:
