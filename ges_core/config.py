@@ -27,6 +27,8 @@ class GESConfig:
     slow_fast: bool = True                   # coarse GRUs updated more often
     gate_kernel: int = 3                     # the ConvGRUs' z/r gates: 3x3, or 1x1
     motion_kernel: int = 3                   # the motion encoder's output convolution: 3x3, or 1x1
+    delta_kernel: int = 3                    # the disparity head's first convolution: 3x3, or 1x1
+    candidate_conv: str = "dense"            # the ConvGRUs' candidate q: dense 3x3, or separable (3x3 depthwise, 1x1)
     # --- inference: how the network is run (the node's parameters can change these) ------------------
     topk: int = 2                            # soft-argmin over the top-k candidates (0 = all)
     iters: int = 4                           # solver iterations at inference
@@ -92,7 +94,8 @@ class GESConfig:
 FIELD_GROUPS: Dict[str, Tuple[str, ...]] = {
     "architecture": ("max_disp", "encoder_channels", "feature_channels", "groups", "unet_channels", "unet_start",
                      "conv3d", "norm", "shared_stem", "hidden_dims", "lookup_channels", "lookup_radius",
-                     "corr_lookup", "motion_channels", "slow_fast", "gate_kernel", "motion_kernel"),
+                     "corr_lookup", "motion_channels", "slow_fast", "gate_kernel", "motion_kernel",
+                     "delta_kernel", "candidate_conv"),
     "inference": ("topk", "iters", "solver", "tol", "anderson_m", "anderson_beta"),
     "training": ("train_topk", "train_iters", "train_iters_max", "fp_corrections", "backward", "phantom_steps",
                  "phantom_tau", "ift_iters", "ift_tol"),

@@ -25,6 +25,14 @@ CANDIDATES: Dict[str, Dict[str, object]] = {
                              "gate_kernel": 1, "motion_kernel": 1, "unet_channels": (16, 16, 32)},
     "lean, factorized": {"unet_start": 8, "conv3d": "factorized", "norm": "batch", "shared_stem": True,
                          "slow_fast": False, "gate_kernel": 1, "motion_kernel": 1},
+    "fast + 1x1 delta head": {"unet_start": 8, "conv3d": "factorized", "norm": "batch", "shared_stem": True,
+                              "slow_fast": False, "gate_kernel": 1, "motion_kernel": 1, "delta_kernel": 1},
+    "fast + separable candidate": {"unet_start": 8, "conv3d": "factorized", "norm": "batch", "shared_stem": True,
+                                   "slow_fast": False, "gate_kernel": 1, "motion_kernel": 1,
+                                   "candidate_conv": "separable"},
+    "fast + both": {"unet_start": 8, "conv3d": "factorized", "norm": "batch", "shared_stem": True,
+                    "slow_fast": False, "gate_kernel": 1, "motion_kernel": 1, "delta_kernel": 1,
+                    "candidate_conv": "separable"},
 }
 
 

@@ -12,7 +12,7 @@ from ..config import GESConfig
 from ..deq.backward import BACKWARDS, check_backward
 from ..deq.solvers import SolverInfo, StateLayout, StopFn, get_solver
 from .extractor import NORMS_2D, ContextEncoder, FeatureEncoder
-from .update import ConvexUpsampler, UpdateBlock
+from .update import CANDIDATE_CONVS, ConvexUpsampler, UpdateBlock
 from .volume import (CONVS_3D, NORMS_3D, LookupVolume, UNet3D, VolumeLookup, groupwise_correlation,
                      pointwise_conv3d, probability_mass_near, topk_soft_argmin)
 
@@ -221,8 +221,10 @@ def build_model(config: GESConfig, **parts: nn.Module) -> GES:
     unknown = sorted(set(parts) - set(_PARTS))
     if unknown:
         raise ValueError(f"unknown GES parts {unknown}; valid: {list(_PARTS)}")
-    if cfg.gate_kernel not in (1, 3) or cfg.motion_kernel not in (1, 3):
-        raise ValueError(f"gate_kernel and motion_kernel must be 1 or 3, got {cfg.gate_kernel} and {cfg.motion_kernel}")
+    kernels = {k: getattr(cfg, k) for k in ("gate_kernel", "motion_kernel", "delta_kernel")}
+    if any(v not in (1, 3) for v in kernels.values()):
+        raise ValueError(f"gate_kernel, motion_kernel and delta_kernel must be 1 or 3, got {kernels}")
+    _choice(CANDIDATE_CONVS, cfg.candidate_conv, "candidate_conv")
     norm2d = _choice(NORMS_2D, cfg.norm, "norm")
     norm3d = NORMS_3D[cfg.norm]
     conv3d = _choice(CONVS_3D, cfg.conv3d, "conv3d")
@@ -252,7 +254,7 @@ def build_model(config: GESConfig, **parts: nn.Module) -> GES:
     part("context_injection", lambda: nn.ModuleList(nn.Conv2d(h, 3 * h, 3, padding=1) for h in hidden))
     part("update_block", lambda: UpdateBlock(hidden_dims=hidden, lookup_channels=sampled * (2 * cfg.lookup_radius + 1),
                                              motion_channels=cfg.motion_channels, slow_fast=cfg.slow_fast,
-                                             gate_kernel=cfg.gate_kernel, motion_kernel=cfg.motion_kernel))
+                                             candidate_conv=cfg.candidate_conv, **kernels))
     part("upsampler", lambda: ConvexUpsampler(hidden[0]))
     return GES(config=cfg, **{name: built[name] for name in _PARTS})
 

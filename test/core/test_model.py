@@ -250,7 +250,8 @@ def test_config_presets_and_overrides():
 
 # every preset, and every architecture option on the tiny preset: what the cheaper networks (#38) are made of
 ARCH_OPTIONS = {"unet_start": 8, "conv3d": "factorized", "norm": "batch", "shared_stem": True, "slow_fast": False,
-                "gate_kernel": 1, "motion_kernel": 1, "corr_lookup": True}
+                "gate_kernel": 1, "motion_kernel": 1, "delta_kernel": 1, "candidate_conv": "separable",
+                "corr_lookup": True}
 VARIANTS = {**{f"preset {name}": GESConfig.preset(name) for name in ("tiny", "small", "fast", "paper")},
             **{f"tiny {k}={v}": dataclasses.replace(TINY, **{k: v}) for k, v in ARCH_OPTIONS.items()},
             "tiny, all options": dataclasses.replace(TINY, **ARCH_OPTIONS)}
