@@ -91,25 +91,35 @@ _GENERATORS = {"procedural": (ProceduralConfig, ProceduralDataset), "photo": (Ph
 _UNLABELED = {"proxy", "teacher"}   # sources whose labels are a matcher's guess: kept out of the held-out score
 
 
-def _generator(name: str, options: Dict[str, Any], *, seed: int, aug: Optional[AugmentConfig], where: str):
-    """An on-the-fly pair generator (procedural scenes, or pairs from single photographs) from its config keys."""
+def _generator(name: str, options: Dict[str, Any], *, seed: int, aug: Optional[AugmentConfig], where: str,
+               cache: Optional[str]):
+    """An on-the-fly pair generator (procedural scenes, or pairs from single photographs) from its config keys;
+    `pool: N` draws each sample from N scenes rendered once into the render cache (None: no pool, as for held-out
+    pairs)."""
     render_cls, dataset_cls = _GENERATORS[name]
+    options = dict(options)
+    pool = int(options.pop("pool", 0))
     names = {f.name for f in dataclasses.fields(render_cls)}
     unknown = sorted(set(options) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown {name} options {unknown}; valid: {sorted(names)}")
+        raise ValueError(f"{where}: unknown {name} options {unknown}; valid: {sorted(names | {'pool'})}")
     render = render_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
-    return dataset_cls(render=render, augment_cfg=aug, seed=seed)
+    if cache is None:
+        pool = 0
+    return dataset_cls(render=render, augment_cfg=aug, seed=seed, pool=pool, cache_dir=cache if pool else None)
 
 
-def _generated(data: Dict[str, Any], *, seed: int, aug: Optional[AugmentConfig]):
+def _generated(data: Dict[str, Any], *, seed: int, aug: Optional[AugmentConfig], pooled: bool = True):
     """`dataset: procedural | photo`, or `dataset: mix` with `sources: [{dataset, weight, ...}, ...]`; keys beside
-    `sources` (size, disparity range) are shared by every source, which may override them."""
+    `sources` (size, disparity range) are shared by every source, which may override them. `render_cache` (default
+    runs/render_cache) is where sources with a `pool` keep their scenes."""
     data = dict(data)
     name = data.pop("dataset")
     data.pop("seed", None)
+    cache = str(data.pop("render_cache", "runs/render_cache"))
+    cache = cache if pooled else None
     if name != "mix":
-        return _generator(name, data, seed=seed, aug=aug, where="data")
+        return _generator(name, data, seed=seed, aug=aug, where="data", cache=cache)
     sources = data.pop("sources", None)
     if not sources:
         raise ValueError("data: dataset 'mix' needs sources: [{dataset: procedural|photo|proxy, weight: w, ...}, ...]")
@@ -121,7 +131,8 @@ def _generated(data: Dict[str, Any], *, seed: int, aug: Optional[AugmentConfig])
             raise ValueError(f"data.sources[{k}]: dataset must be one of {sorted(_GENERATORS)}, got {sub!r}")
         weights.append(float(src.pop("weight", 1.0)))
         # each source its own stream (seed, k): the same index in two sources draws unrelated scenes
-        parts.append(_generator(sub, {**data, **src}, seed=seed * 1000 + k, aug=aug, where=f"data.sources[{k}]"))
+        parts.append(_generator(sub, {**data, **src}, seed=seed * 1000 + k, aug=aug, where=f"data.sources[{k}]",
+                                cache=cache))
     return MixtureDataset(parts, weights, seed=seed)
 
 
@@ -146,7 +157,7 @@ def heldout_dataset(cfg: TrainConfig, seed: Optional[int] = None):
         data = {**data, "sources": sources} if sources else {"dataset": "procedural"}
     elif data["dataset"] not in _GENERATORS or data["dataset"] in _UNLABELED:
         data = {"dataset": "procedural"}
-    return _generated(data, seed=10_000_000 + cfg.seed if seed is None else seed, aug=None)
+    return _generated(data, seed=10_000_000 + cfg.seed if seed is None else seed, aug=None, pooled=False)
 
 
 def to_batch(samples: List[Dict[str, Any]], device: torch.device):

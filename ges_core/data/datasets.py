@@ -10,7 +10,8 @@ Readers validate their folder on construction and name the missing path or the b
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -201,12 +202,26 @@ class GeneratedDataset:
     kind: str = "generated"
     sparse_labels: bool = False   # labels only where a matcher or teacher was sure: a photometric loss may fill in
 
+    pool: int = 0                 # > 0: sample i shows one of `pool` scenes, drawn from (seed, i), with augmentation
+                                  # of its own; each scene is rendered once and kept in cache_dir
+    cache_dir: Optional[str] = None
+    rendered: int = field(default=0, init=False, repr=False)   # pool scenes rendered here (not found in the cache)
+
+    def __post_init__(self) -> None:
+        if self.pool < 0 or (self.pool > 0 and not self.cache_dir):
+            raise ValueError(f"a {self.kind} pool needs pool >= 1 scenes and a cache folder, got pool={self.pool}, "
+                             f"cache_dir={self.cache_dir!r}")
+
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> Sample:
-        rng = np.random.default_rng([self.seed, index])
-        left, right, disp, valid = self.renderer(rng, self.render)
+        if self.pool:
+            left, right, disp, valid = self.scene(self.scene_of(index))
+            rng = np.random.default_rng([self.seed, index, 1])
+        else:
+            rng = np.random.default_rng([self.seed, index])
+            left, right, disp, valid = self.renderer(rng, self.render)
         if self.augment_cfg is not None:
             left, right, disp, valid = augment(left, right, disp, valid, rng, self.augment_cfg)
             valid = supervised(valid, disp, self.render)
@@ -217,6 +232,58 @@ class GeneratedDataset:
         if max_error is not None:
             sample["max_error"] = float(max_error)
         return sample
+
+
+    def scene_of(self, index: int) -> int:
+        """The pool's scene that sample `index` shows."""
+        return int(np.random.default_rng([self.seed, index, 2]).integers(self.pool))
+
+    def scene(self, scene: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Scene `scene` of the pool (rendered from (seed, scene)), read from the cache folder, or rendered and written
+        there (atomically: a run interrupted mid-write leaves no partial scene; an unreadable file is rendered anew)."""
+        path = Path(self.cache_dir) / f"{self.kind}-{self._digest()}" / f"{scene:07d}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return f["left"], f["right"], f["disparity"], f["valid"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass
+        left, right, disp, valid = self.renderer(np.random.default_rng([self.seed, scene]), self.render)
+        self.rendered += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, left=left, right=right, disparity=disp, valid=valid)
+        os.replace(tmp, path)
+        return left, right, disp, valid
+
+    def _digest(self) -> str:
+        """What the pool's renders depend on: the renderer's settings, the seed, and the generators' code (a change
+        to any generator starts new pools)."""
+        if getattr(self, "_digest_value", None) is None:
+            import hashlib
+            import inspect
+            from . import photo_stereo, procedural, proxy_stereo, teacher_stereo
+            h = hashlib.sha1(repr((self.kind, self.render, self.seed)).encode())
+            for module in (photo_stereo, procedural, proxy_stereo, teacher_stereo):
+                h.update(inspect.getsource(module).encode())
+            self._digest_value = h.hexdigest()[:12]
+        return self._digest_value
+
+
+def render_pools(dataset, indices) -> Dict[str, Tuple[int, float]]:
+    """Render (into the render cache) the pool scenes that these sample indices show, as their first draws would;
+    -> per source kind, the scenes rendered and the seconds they took. Sources without a pool are left alone."""
+    import time
+    done: Dict[str, Tuple[int, float]] = {}
+    for i in indices:
+        part = dataset.parts[dataset.source_of(i)] if isinstance(dataset, MixtureDataset) else dataset
+        if getattr(part, "pool", 0):
+            before, t = part.rendered, time.perf_counter()
+            part.scene(part.scene_of(i))
+            if part.rendered > before:
+                n, secs = done.get(part.kind, (0, 0.0))
+                done[part.kind] = (n + 1, secs + time.perf_counter() - t)
+    return done
 
 
 def ProceduralDataset(render: Optional[ProceduralConfig] = None, **kw) -> GeneratedDataset:
@@ -263,8 +330,11 @@ class MixtureDataset:
         return self.length
 
     def __getitem__(self, index: int) -> Sample:
-        which = int(np.random.default_rng([self.seed, index, 7]).choice(len(self.parts), p=self._p))
-        return self.parts[which][index]
+        return self.parts[self.source_of(index)][index]
+
+    def source_of(self, index: int) -> int:
+        """Which part sample `index` comes from."""
+        return int(np.random.default_rng([self.seed, index, 7]).choice(len(self.parts), p=self._p))
 
 
 class MotorcycleDataset:

@@ -336,6 +336,37 @@ def test_training_mixture_of_photo_and_procedural_pairs(photo_folder, tmp_path):
         build_train_dataset(TrainConfig(data={**data, "sources": [{"dataset": "kitti"}]}, out_dir=str(tmp_path)))
 
 
+def test_a_pooled_source_renders_each_scene_once_and_augments_every_draw(photo_folder, tmp_path):
+    """`pool: N`: every sample shows one of N scenes, each rendered once (into the render cache, where a later run
+    or sitting finds it) and augmented afresh per draw; the pool is a pure function of the index like the
+    generator, a damaged cache file is rendered anew, and held-out pairs never come from the pool."""
+    from ges_core.data import datasets
+    from ges_core.train import TrainConfig, build_train_dataset, heldout_dataset
+    cache = tmp_path / "cache"
+    data = {"dataset": "mix", "height": 48, "width": 80, "max_disp": 16, "seed": 1, "render_cache": str(cache),
+            "sources": [{"dataset": "photo", "weight": 1, "root": str(photo_folder), "pool": 3}]}
+    cfg = TrainConfig(data=data, augment={"crop": [40, 72], "zoom": [1.0, 1.5]}, out_dir=str(tmp_path))
+    ds = build_train_dataset(cfg)
+    assert datasets.render_pools(ds, range(6))["photo"][0] == 3     # what a warm-up renders: each scene once
+    assert len(list(cache.rglob("*.npz"))) == 3
+    samples = [ds[i] for i in range(12)]
+    assert ds.parts[0].rendered == 3
+    assert all(s["left"].shape == (40, 72, 3) for s in samples)
+    # 12 draws of 3 scenes, each draw with its own augmentation: no two samples alike
+    assert len({s["left"].tobytes() for s in samples}) == 12
+    again = build_train_dataset(cfg)           # a later run: the scenes come from the cache, identical samples
+    assert all(np.array_equal(again[i]["left"], samples[i]["left"]) and
+               np.array_equal(again[i]["disparity"], samples[i]["disparity"]) for i in (0, 5, 11))
+    assert again.parts[0].rendered == 0
+    for f in cache.rglob("*.npz"):
+        f.write_bytes(b"cut short")           # a damaged scene is rendered again, to the same pixels
+    assert np.array_equal(again[5]["left"], samples[5]["left"]) and again.parts[0].rendered == 1
+    held = heldout_dataset(cfg)
+    assert held.parts[0].pool == 0
+    with pytest.raises(ValueError, match="pool"):
+        datasets.PhotoStereoDataset(pool=4)    # a pool without a cache folder
+
+
 @pytest.fixture(scope="module")
 def unlabeled_folder(photo_folder, tmp_path_factory):
     """Rectified pairs laid out as ../shared/data/stereo_unlabeled holds them (<set>/NNNN_left.png, NNNN_right.png),

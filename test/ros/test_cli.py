@@ -154,6 +154,27 @@ def test_export_weights_from_a_checkpoint_sets_the_inference_topk(tmp_path):
     assert bad.returncode != 0 and "--topk must be 0" in bad.stderr and not (tmp_path / "x.safetensors").exists()
 
 
+def test_bench_training_times_recipes_side_by_side_with_their_pools_rendered_first(tmp_path):
+    """`ges bench training`: each recipe's steps an hour beside the first's; a recipe drawing from a pool of
+    scenes is timed with the scenes it draws already rendered, and its pool's one-time rendering is added back."""
+    import yaml
+    base = {"model": {"preset": "tiny", "train_iters": 1}, "batch_size": 1, "steps": 10, "cpu_amp": False,
+            "data": {"dataset": "procedural", "height": 32, "width": 64, "max_disp": 8}}
+    pooled = {**base, "data": {**base["data"], "pool": 5, "render_cache": str(tmp_path / "cache")}}
+    for name, cfg in (("plain", base), ("pooled", pooled)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    run("bench", "training", "--docs", tmp_path, "--train-configs", tmp_path / "plain.yaml", tmp_path / "pooled.yaml",
+        "--train-steps", "2", "--repeats", "1")
+    text = (tmp_path / "TRAINING.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ") and ".yaml" in line}
+    plain, pool = rows[str(tmp_path / "plain.yaml")], rows[str(tmp_path / "pooled.yaml")]
+    assert plain[3] == "1.00" and plain[4] == "-" and plain[5] == plain[2]      # no pool: nothing added
+    assert pool[4] != "-" and float(pool[5]) <= float(pool[2])                  # the fill costs steps an hour
+    assert "procedural 5 scenes at" in text
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) <= 5
+
+
 @pytest.mark.parametrize("mode,extra", [
     ("memory", ["--preset", "tiny", "--height", "32", "--width", "64", "--iters-list", "1,2,4"]),
     ("latency", ["--presets", "tiny", "--sizes", "32x64", "--iters-list", "1,2", "--repeats", "1", "--variants",
