@@ -27,7 +27,7 @@ from .processing import OUTPUTS
 from .sample import MOTORCYCLE, motorcycle, stereo_messages
 
 NS = "/stereo"
-OTHERS_GRACE_S = 10.0     # after the last disparity, how long the demo waits for the other outputs
+QUIET_S = 10.0            # once outputs have come, how long the demo waits for another before it ends
 INPUT_TOPICS = [f"{NS}/left/image_rect", f"{NS}/right/image_rect", f"{NS}/left/camera_info", f"{NS}/right/camera_info"]
 INPUT_TYPES = ["sensor_msgs/msg/Image", "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/CameraInfo"]
 # the node's outputs the demo records (by subscribing to them, it asks for the on-demand ones)
@@ -133,14 +133,12 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
         print(f"[3/4] playing the bag into the node over DDS ({frames} frames, {period_s} s apart) and recording "
               f"{', '.join(RECORDED)}", flush=True)
         play(peer, str(in_bag), rate=1.0, reliable=True, wait_for_subscribers=20.0)
+        # every output of every frame, or, once outputs have come, QUIET_S without another: a pair the node
+        # dropped (a newer one came while it was busy) has no outputs to wait for
         end = time.monotonic() + timeout_s
-        while time.monotonic() < end and recorder.counts[f"{NS}/disparity"] < frames:
-            time.sleep(0.1)
-        # the other outputs of the last frame come right behind its disparity; a large one a reliable writer of
-        # depth 1 could not repair in time is reported as missing rather than waited for (seen with five outputs
-        # of 1.4-12 MB a frame into one Python subscriber)
-        end = min(end, time.monotonic() + OTHERS_GRACE_S)
         while time.monotonic() < end and min(recorder.counts.values()) < frames:
+            if recorder.counts[f"{NS}/disparity"] and time.monotonic() - recorder.last_time > QUIET_S:
+                break
             time.sleep(0.1)
     finally:
         node_rc = node_proc.stop()
@@ -186,10 +184,12 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
         depth_note = (f"depth (32FC1, m): {both.mean() * 100:.1f}% of pixels, median {np.median(z[both]):.2f} m, "
                       f"largest deviation from f*T/d {rel.max() * 100:.4f}%")
     infer = _node_inference_ms(node_proc.lines)
+    pairs_out = _node_pairs_out(node_proc.lines)
     report = [
         "# GES demo: Middlebury motorcycle through stereo_node",
         "",
-        f"- frames played: {frames} ({period_s} s apart); disparity messages received: {n_disp}; "
+        f"- frames played: {frames} ({period_s} s apart); pairs the node processed: "
+        f"{pairs_out if pairs_out is not None else 'unknown'}; disparity messages received: {n_disp}; "
         f"points2: {recorder.counts[f'{NS}/points2']}; confidence: {recorder.counts[f'{NS}/confidence']}; "
         f"depth: {recorder.counts[f'{NS}/depth']}; depth/camera_info: {recorder.counts[f'{NS}/depth/camera_info']}",
         f"- {depth_note}",
@@ -221,6 +221,17 @@ def _node_runtime(lines: List[str]) -> str:
         if "runtime=" in ln:
             return ln.split("runtime=")[1].split()[0].rstrip(")").replace("_", " ")
     return "unknown"
+
+
+def _node_pairs_out(lines: List[str]) -> Optional[int]:
+    """The pairs the node processed, from its shutdown line (the ones it dropped for a newer pair are not)."""
+    for ln in reversed(lines):
+        if "pairs_out=" in ln:
+            try:
+                return int(ln.split("pairs_out=")[1].split()[0])
+            except ValueError:
+                return None
+    return None
 
 
 def _node_inference_ms(lines: List[str]) -> Optional[float]:

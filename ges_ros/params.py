@@ -81,6 +81,9 @@ PARAMS = (
     Param("approximate_sync_tolerance_seconds", 0.1, "largest stamp spread of an approximately synced set (s)",
           (0.0, 10.0), read_only=True),
     Param("queue_size", 5, "messages kept per input while waiting for a match", (1, 1000), read_only=True),
+    Param("output_queue_size", 5, "messages each output publisher keeps for a reliable subscriber that has not "
+          "received them yet (depth 1 lost a large message of a frame now and then when the next frame replaced it "
+          "before DDS had repaired it)", (1, 100), read_only=True),
     Param("use_color", True, "add packed rgb from the left image to points2", scope="output"),
     Param("avoid_point_cloud_padding", False, "pack points2 fields without 16-byte alignment padding", scope="output"),
     Param("depth_encoding", "32FC1", "the depth image's encoding: 32FC1 (metres, NaN where invalid; REP 117) or "

@@ -94,6 +94,7 @@ class Recorder:
         self.writer = BagWriter(out, storage=storage, overwrite=True)
         self.counts: Dict[str, int] = {t: 0 for t in topics}
         self.last: Dict[str, object] = {}
+        self.last_time = time.monotonic()     # when the last message arrived (or the recorder was made)
         self._lock = threading.Lock()
         self._subs = [node.create_subscription(message_class(ty), t, self._cb(t, ty), qos(reliable), raw=True)
                       for t, ty in topics.items()]
@@ -109,6 +110,7 @@ class Recorder:
                 self.writer.write(topic, msgtype, stamp, raw=raw)
                 self.counts[topic] += 1
                 self.last[topic] = msg
+                self.last_time = time.monotonic()
         return cb
 
     def close(self) -> None:

@@ -83,7 +83,8 @@ class StereoNode(Node):
                                          names=tuple(self.resolve_topic_name(t) for t in self._topics),
                                          calibration=calibration, rectify=rectify)
         types = self.processor.types
-        self.publishers_by_output = {o.name: self.create_publisher(getattr(types, o.class_name), o.name, 1)
+        self.publishers_by_output = {o.name: self.create_publisher(getattr(types, o.class_name), o.name,
+                                                                      self.get_parameter("output_queue_size").value)
                                      for o in OUTPUTS.values()}
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 

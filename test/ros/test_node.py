@@ -316,10 +316,13 @@ def test_node_default_runtime_is_openvino_and_its_compile_is_not_inference_time(
 def test_depth_image_and_its_camera_info_for_mappers(motorcycle_small):
     """depth: 32FC1 metres, f T / d of the published disparity where valid and NaN elsewhere (REP 117), the same
     stamp, frame and size; depth/camera_info: the left rectified camera at that size with the identical stamp and
-    frame (what nvblox pairs by exact stamp); depth_encoding:=16UC1 at runtime: millimetres, 0 where invalid."""
+    frame (what nvblox pairs by exact stamp); depth_encoding:=16UC1 at runtime: millimetres, 0 where invalid.
+    Every output keeps output_queue_size messages for its reliable subscribers."""
     from rclpy.parameter import Parameter
     left, right, gt, valid, cam = motorcycle_small
-    with Harness({"no_input_warning_seconds": 1.0}, predictor=OraclePredictor(gt, valid), subscribe_depth=True) as h:
+    with Harness({"no_input_warning_seconds": 1.0, "output_queue_size": 7}, predictor=OraclePredictor(gt, valid),
+                 subscribe_depth=True) as h:
+        assert {p.qos_profile.depth for p in h.node.publishers_by_output.values()} == {7}
         h.publish(pair(cam, left, right, 100, nanosec=7))
         h.wait(lambda: h.count("depth") and h.count("depth/camera_info") and h.count("disparity"), 30, "depth")
         d, z_msg, info = h.received["disparity"][0], h.received["depth"][0], h.received["depth/camera_info"][0]
