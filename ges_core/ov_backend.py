@@ -192,7 +192,7 @@ class _DecodeGraph(nn.Module):
     def forward(self, z: torch.Tensor, prob: torch.Tensor):
         enc = self.example
         enc = Encoded(enc.context, enc.lookup, prob, enc.init_disparity, enc.hidden0, enc.shapes, enc.pad)
-        return self.model.decode(z, enc)
+        return self.model.decode_coarse_confidence(z, enc)
 
 
 class _Compiled:
@@ -340,8 +340,8 @@ class OpenVinoNetwork:
         return graphs.run(1, inputs, share_outputs=False)[0]
 
     def decode(self, z: torch.Tensor, enc: Encoded) -> Tuple[torch.Tensor, torch.Tensor]:
-        disparity, confidence = self._graphs(enc).run(2, (z, enc.prob), share_outputs=False)
-        return disparity, confidence
+        disparity, coarse = self._graphs(enc).run(2, (z, enc.prob), share_outputs=False)
+        return disparity, self.model.confidence_at_full_size(coarse.float(), enc)
 
     def _graphs(self, enc: Encoded) -> _Compiled:
         graphs = self._current

@@ -106,6 +106,8 @@ def _generator(name: str, options: Dict[str, Any], *, seed: int, aug: Optional[A
     render = render_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
     if cache is None:
         pool = 0
+    elif name == "proxy" and not render.label_cache:     # its matcher's labels, once a pair for every run
+        render = dataclasses.replace(render, label_cache=cache)
     return dataset_cls(render=render, augment_cfg=aug, seed=seed, pool=pool, cache_dir=cache if pool else None)
 
 

@@ -31,6 +31,8 @@ class ProxyStereoConfig:
     lr_tolerance: float = 1.0        # px between the left and the right view's disparity
     min_labelled: float = 0.15       # a crop keeps at least this fraction of labelled pixels (best of 8 tries)
     supervise_out_of_view: bool = True   # accepted for a mix's shared keys; the matcher never labels out of view
+    label_cache: str = ""            # folder where each pair's labels are kept for later processes and runs ("": in
+                                     # this process's memory only); training sets it to the render cache
 
 
 @lru_cache(maxsize=8)
@@ -77,9 +79,49 @@ def _labelled_pair(path: Tuple[str, str], cfg: ProxyStereoConfig):
         left, right = read_image(path[0]), read_image(path[1])
         if left.shape != right.shape:
             raise ValueError(f"{path[0]} is {left.shape[:2]} but {path[1]} is {right.shape[:2]}")
-        _LABELS[key] = (left, right, *proxy_disparity(left, right, max_disp=cfg.max_disp,
-                                                      lr_tolerance=cfg.lr_tolerance))
+        _LABELS[key] = (left, right, *_labels(left, right, key, cfg)[:2])
     return _LABELS[key]
+
+
+def _labels(left: np.ndarray, right: np.ndarray, key, cfg: ProxyStereoConfig):
+    """The pair's (disparity, labelled, computed here): from the label cache, or computed (and written there,
+    atomically)."""
+    if not cfg.label_cache:
+        return (*proxy_disparity(left, right, max_disp=cfg.max_disp, lr_tolerance=cfg.lr_tolerance), True)
+    import hashlib
+    import inspect
+    import os
+    import zipfile
+    from .. import baselines
+    # keyed by the pair's files, the matcher's settings and the code of the matcher and of this labelling
+    h = hashlib.sha1(repr((key, os.path.getsize(key[0][0]), os.path.getsize(key[0][1]))).encode())
+    h.update(inspect.getsource(baselines).encode() + inspect.getsource(proxy_disparity).encode())
+    path = Path(cfg.label_cache) / "proxy-labels" / f"{h.hexdigest()[:16]}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return f["disparity"], f["labelled"], False
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass
+    disp, labelled = proxy_disparity(left, right, max_disp=cfg.max_disp, lr_tolerance=cfg.lr_tolerance)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, disparity=disp, labelled=labelled)
+    os.replace(tmp, path)
+    return disp, labelled, True
+
+
+def label_cached(cfg: ProxyStereoConfig) -> Tuple[int, float]:
+    """Label every pair under cfg.root into cfg.label_cache (what a run's workers would do once each, on first
+    use); -> (pairs labelled here, seconds taken). Pairs already in the cache cost a read."""
+    import time
+    if not cfg.label_cache:
+        raise ValueError("label_cached needs a label_cache folder")
+    done, t = 0, time.perf_counter()
+    for pair in proxy_pairs(cfg.root):
+        left, right = read_image(pair[0]), read_image(pair[1])
+        done += _labels(left, right, (pair, cfg.max_disp, cfg.lr_tolerance), cfg)[2]
+    return done, time.perf_counter() - t
 
 
 def render_proxy_pair(rng: np.random.Generator, cfg: ProxyStereoConfig

@@ -134,11 +134,20 @@ class GES(nn.Module):
 
     def decode(self, z: torch.Tensor, enc: Encoded) -> Tuple[torch.Tensor, torch.Tensor]:
         """Flat state -> full-resolution (disparity, confidence), cropped to the input size."""
+        disparity, coarse = self.decode_coarse_confidence(z, enc)
+        return disparity, self.confidence_at_full_size(coarse, enc)
+
+    def decode_coarse_confidence(self, z: torch.Tensor, enc: Encoded) -> Tuple[torch.Tensor, torch.Tensor]:
+        """decode's network part: the full-resolution disparity (cropped), and the confidence at 1/4 resolution."""
         hidden, disparity = self.unpack(z, enc)
         full = self.upsampler(disparity, hidden[0])
-        conf = probability_mass_near(enc.prob, disparity)
-        conf = F.interpolate(conf, scale_factor=4, mode="bilinear", align_corners=False).clamp(0, 1)
-        return self._crop(full, enc), self._crop(conf, enc)
+        return self._crop(full, enc), probability_mass_near(enc.prob, disparity)
+
+    def confidence_at_full_size(self, coarse: torch.Tensor, enc: Encoded) -> torch.Tensor:
+        """decode's last part: the 1/4-resolution confidence resized x4 and cropped to the input size (a compiled
+        runtime runs it outside its graph, where the resize cost as much as the convex upsampling's network)."""
+        conf = F.interpolate(coarse, scale_factor=4, mode="bilinear", align_corners=False).clamp(0, 1)
+        return self._crop(conf, enc)
 
     def upsample_init(self, enc: Encoded) -> torch.Tensor:
         init = 4 * F.interpolate(enc.init_disparity, scale_factor=4, mode="bilinear", align_corners=False)

@@ -412,12 +412,22 @@ def test_training_mixture_with_proxy_pairs_keeps_them_out_of_the_heldout(photo_f
     from ges_core.data.proxy_stereo import proxy_pairs
     from ges_core.train import TrainConfig, build_train_dataset, heldout_dataset
     root, _ = unlabeled_folder
+    from ges_core.data import proxy_stereo
     data = {"dataset": "mix", "height": 64, "width": 128, "max_disp": 32, "seed": 1,
+            "render_cache": str(tmp_path / "cache"),
             "sources": [{"dataset": "photo", "weight": 1, "root": str(photo_folder)},
                         {"dataset": "proxy", "weight": 1, "root": str(root)}]}
     cfg = TrainConfig(data=data, augment={"crop": [64, 128], "occlusion_prob": 0}, out_dir=str(tmp_path))
     ds = build_train_dataset(cfg)
+    # the matcher's labels are kept in the render cache: computed once a pair, then read by later processes
+    assert proxy_stereo.label_cached(ds.parts[1].render)[0] == 3
+    assert proxy_stereo.label_cached(ds.parts[1].render)[0] == 0
+    assert len(list((tmp_path / "cache" / "proxy-labels").glob("*.npz"))) == 3
     samples = [ds[i] for i in range(24)]
+    proxy_stereo._LABELS.clear()                        # as a fresh worker: the same samples, from the files
+    nocache = build_train_dataset(TrainConfig(data=data, augment=cfg.augment, out_dir=str(tmp_path)))
+    nocache.parts[1].render.label_cache = ""
+    assert all(np.array_equal(nocache[i]["disparity"], samples[i]["disparity"]) for i in range(24))
     proxy = [s for s in samples if s["name"].startswith("proxy")]
     assert 4 <= len(proxy) <= 20
     assert all(s["left"].shape == (64, 128, 3) and s["valid"].dtype == bool for s in proxy)
