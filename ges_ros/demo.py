@@ -183,8 +183,8 @@ def run(out_dir: str = "demo_out", *, frames: int = 3, period_s: float = 4.0, we
         cv2.imwrite(str(out / "depth_mm.png"), depth_mm(z))
         depth_note = (f"depth (32FC1, m): {both.mean() * 100:.1f}% of pixels, median {np.median(z[both]):.2f} m, "
                       f"largest deviation from f*T/d {rel.max() * 100:.4f}%")
-    infer = _node_inference_ms(node_proc.lines)
-    pairs_out = _node_pairs_out(node_proc.lines)
+    infer = _node_value(node_proc.lines, "inference_ms")
+    pairs_out = _node_value(node_proc.lines, "pairs_out", int)   # from its shutdown line
     report = [
         "# GES demo: Middlebury motorcycle through stereo_node",
         "",
@@ -223,22 +223,12 @@ def _node_runtime(lines: List[str]) -> str:
     return "unknown"
 
 
-def _node_pairs_out(lines: List[str]) -> Optional[int]:
-    """The pairs the node processed, from its shutdown line (the ones it dropped for a newer pair are not)."""
+def _node_value(lines: List[str], key: str, kind=float):
+    """The last value the node logged as `key=VALUE` (pairs_out=, inference_ms=), or None."""
     for ln in reversed(lines):
-        if "pairs_out=" in ln:
+        if f"{key}=" in ln:
             try:
-                return int(ln.split("pairs_out=")[1].split()[0])
-            except ValueError:
-                return None
-    return None
-
-
-def _node_inference_ms(lines: List[str]) -> Optional[float]:
-    for ln in reversed(lines):
-        if "inference_ms=" in ln:
-            try:
-                return float(ln.split("inference_ms=")[1].split()[0])
+                return kind(ln.split(f"{key}=")[1].split()[0])
             except ValueError:
                 return None
     return None
