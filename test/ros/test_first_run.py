@@ -144,7 +144,9 @@ def test_first_start_with_a_calibration_file_compiles_before_ready_and_loses_no_
         pytest.skip(f"the openvino backend is not installed here ({openvino_missing()})")
     frames = 4
     bag = tmp_path / "four"
-    write_bag(bag, frames, 1.0)
+    # 2 s apart: a pair the node drops because the next came while an inference was stalled (seen at 1 s apart with
+    # training beside the suite) is overload, not the first compile this test is about
+    write_bag(bag, frames, 2.0)
     m = MOTORCYCLE
     calib = tmp_path / "calib.txt"
     calib.write_text(f"cam0=[{m.f} 0 {m.cx}; 0 {m.f} {m.cy}; 0 0 1]\ncam1=[{m.f} 0 {m.cx + m.doffs}; 0 {m.f} {m.cy}; "
@@ -156,7 +158,7 @@ def test_first_start_with_a_calibration_file_compiles_before_ready_and_loses_no_
     got, out, log, _ = frames_through(node, bag, env, frames)
     ready = next(line for line in log.splitlines() if "ready:" in line)
     assert "network compiled for 741x500" in ready, log
-    assert got == [100 + k for k in range(frames)], out + "\n--- node:\n" + log
+    assert got == [100 + 2 * k for k in range(frames)], out + "\n--- node:\n" + log
     assert "superseded" not in log and "compiled the network" not in log, log
 
 
