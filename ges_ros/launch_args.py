@@ -7,7 +7,7 @@ stands (launch arguments used to be passed always, their defaults silently repla
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 # launch argument -> (the node parameter it sets, its type)
 LAUNCH_PARAMETERS: Dict[str, type] = {"weights": str, "device": str, "approximate_sync": bool, "use_sim_time": bool}
@@ -33,7 +33,10 @@ def node_overrides(given: Mapping[str, str]) -> Dict[str, Any]:
     return out
 
 
-def exit_message(returncode: int) -> str:
-    """What the launch says when stereo_node exits by itself before it is asked to."""
+def exit_error(returncode: int, shutting_down: bool) -> Optional[str]:
+    """Why the launch ends with an error when stereo_node exits, or None: an exit the launch asked for (Ctrl-C,
+    a shutdown; the node may report the signal's code) or a clean one is no error."""
+    if not returncode or shutting_down:
+        return None
     return (f"stereo_node exited with code {returncode}: it could not start or stopped on an error (its 'cannot "
             "start' or error line above says why); ending the launch")

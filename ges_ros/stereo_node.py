@@ -11,6 +11,7 @@ bounded when the network is slower than the camera.
 from __future__ import annotations
 
 import difflib
+import signal
 import sys
 import threading
 import time
@@ -559,6 +560,9 @@ def main(args: Optional[List[str]] = None) -> int:
         if node is None or node.context.ok():
             raise
     finally:
+        # a terminal's Ctrl-C reaches the node twice under `ros2 launch` (from the terminal and from launch): a
+        # second one in the middle of cleanup must not cut it short with a traceback and a non-zero exit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

@@ -17,7 +17,7 @@ from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from ges_ros.launch_args import LAUNCH_PARAMETERS, exit_message, node_overrides
+from ges_ros.launch_args import LAUNCH_PARAMETERS, exit_error, node_overrides
 
 ARGUMENTS = (
     ("namespace", "stereo", "namespace of the node and its outputs"),
@@ -50,10 +50,12 @@ def _node(context):
                                   "camera_info")],
     )
 
-    def exited(event, _context):
-        # raised, not logged: launch then shuts down and `ros2 launch` exits 1 (a Shutdown action ends it with 0)
-        if event.returncode:
-            raise RuntimeError(exit_message(event.returncode))
+    def exited(event, context):
+        # raised, not logged: launch then shuts down and `ros2 launch` exits 1 (a Shutdown action ends it with 0);
+        # an exit during a shutdown launch asked for (Ctrl-C) is none
+        error = exit_error(event.returncode, context.is_shutdown)
+        if error:
+            raise RuntimeError(error)
         return None
     return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=exited))]
 

@@ -193,6 +193,34 @@ def test_node_exits_cleanly_when_ctrl_c_lands_before_the_first_wait(tiny_weights
     assert "shutting down: pairs_in=0" in r.stdout + r.stderr
 
 
+def test_a_second_ctrl_c_during_shutdown_still_exits_cleanly(tiny_weights):
+    """Ctrl-C in a terminal running `ros2 launch` reaches the node twice (the terminal's process group, then launch
+    forwarding it). A second SIGINT while the node was joining its worker cut cleanup short with a traceback and
+    exit -2, which the launch then reported as a failed start. Here the second one lands inside cleanup."""
+    code = ("import os, signal, sys, time, rclpy\n"
+            "from ges_ros import stereo_node\n"
+            "def spin(node, *a, **k):\n"
+            "    raise KeyboardInterrupt\n"
+            "rclpy.spin = spin\n"
+            "real_destroy = stereo_node.StereoNode.destroy_node\n"
+            "def destroy(self):\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    time.sleep(0.3)\n"
+            "    return real_destroy(self)\n"
+            "stereo_node.StereoNode.destroy_node = destroy\n"
+            f"sys.exit(stereo_node.main(['stereo_node', '--ros-args', '-p', 'weights:={tiny_weights}']))\n")
+    r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "shutting down: pairs_in=0" in r.stdout + r.stderr
+
+
+def test_the_launch_ends_with_an_error_only_when_the_node_fails_on_its_own():
+    from ges_ros.launch_args import exit_error
+    assert "could not start" in exit_error(1, shutting_down=False)
+    assert exit_error(0, shutting_down=False) is None
+    assert exit_error(-2, shutting_down=True) is None and exit_error(1, shutting_down=True) is None
+
+
 @pytest.mark.parametrize("name", ["procedural_cpu", "procedural_cpu_stage2", "procedural_gpu", "procedural_gpu_stage4",
                                   "sceneflow", "carla", "argoverse_finetune"])
 def test_training_configs_parse(name):
@@ -215,7 +243,7 @@ def test_launch_arguments_override_the_params_file_only_when_given():
     with pytest.raises(ValueError, match="unknown launch arguments"):
         node_overrides({"devcie": "cpu"})
     text = (ROOT / "launch" / "stereo.launch.py").read_text()
-    assert "node_overrides(" in text and "OnProcessExit" in text and "exit_message(" in text
+    assert "node_overrides(" in text and "OnProcessExit" in text and "exit_error(" in text
     # the launch process imports the helper: it must not pull in torch
     code = "import sys, ges_ros.launch_args; assert 'torch' not in sys.modules"
     subprocess.run([PY, "-c", code], check=True, cwd=ROOT)
