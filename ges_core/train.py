@@ -119,7 +119,8 @@ def _generated(data: Dict[str, Any], *, seed: int, aug: Optional[AugmentConfig],
     name = data.pop("dataset")
     data.pop("seed", None)
     cache = str(data.pop("render_cache", "runs/render_cache"))
-    cache = cache if pooled else None
+    if not pooled:
+        cache = None
     if name != "mix":
         return _generator(name, data, seed=seed, aug=aug, where="data", cache=cache)
     sources = data.pop("sources", None)

@@ -12,6 +12,9 @@ import torch
 
 from .common import interleaved_median_ms, machine_line, md_table
 
+# the fast preset's fields over the small preset
+FAST = {"unet_start": 8, "conv3d": "factorized", "norm": "batch", "shared_stem": True, "slow_fast": False,
+        "gate_kernel": 1, "motion_kernel": 1}
 # name -> GESConfig fields over the small preset; each row adds one lever to a row above it
 CANDIDATES: Dict[str, Dict[str, object]] = {
     "v5 (small)": {},
@@ -23,16 +26,10 @@ CANDIDATES: Dict[str, Dict[str, object]] = {
                       "gate_kernel": 1, "motion_kernel": 1},
     "+ lean, 16-wide UNet": {"unet_start": 8, "norm": "batch", "shared_stem": True, "slow_fast": False,
                              "gate_kernel": 1, "motion_kernel": 1, "unet_channels": (16, 16, 32)},
-    "lean, factorized": {"unet_start": 8, "conv3d": "factorized", "norm": "batch", "shared_stem": True,
-                         "slow_fast": False, "gate_kernel": 1, "motion_kernel": 1},
-    "fast + 1x1 delta head": {"unet_start": 8, "conv3d": "factorized", "norm": "batch", "shared_stem": True,
-                              "slow_fast": False, "gate_kernel": 1, "motion_kernel": 1, "delta_kernel": 1},
-    "fast + separable candidate": {"unet_start": 8, "conv3d": "factorized", "norm": "batch", "shared_stem": True,
-                                   "slow_fast": False, "gate_kernel": 1, "motion_kernel": 1,
-                                   "candidate_conv": "separable"},
-    "fast + both": {"unet_start": 8, "conv3d": "factorized", "norm": "batch", "shared_stem": True,
-                    "slow_fast": False, "gate_kernel": 1, "motion_kernel": 1, "delta_kernel": 1,
-                    "candidate_conv": "separable"},
+    "lean, factorized": FAST,
+    "fast + 1x1 delta head": {**FAST, "delta_kernel": 1},
+    "fast + separable candidate": {**FAST, "candidate_conv": "separable"},
+    "fast + both": {**FAST, "delta_kernel": 1, "candidate_conv": "separable"},
 }
 
 

@@ -10,15 +10,15 @@ Readers validate their folder on construction and name the missing path or the b
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .augment import AugmentConfig, augment
-from .io import read_disparity, read_image, read_mask
+from .io import cached_npz, read_disparity, read_image, read_mask
 from .photo_stereo import PhotoStereoConfig, render_photo_pair
 from .procedural import ProceduralConfig, render_pair, supervised
 from .proxy_stereo import ProxyStereoConfig, render_proxy_pair
@@ -233,7 +233,6 @@ class GeneratedDataset:
             sample["max_error"] = float(max_error)
         return sample
 
-
     def scene_of(self, index: int) -> int:
         """The pool's scene that sample `index` shows."""
         return int(np.random.default_rng([self.seed, index, 2]).integers(self.pool))
@@ -241,33 +240,27 @@ class GeneratedDataset:
     def scene(self, scene: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Scene `scene` of the pool (rendered from (seed, scene)), read from the cache folder, or rendered and written
         there (atomically: a run interrupted mid-write leaves no partial scene; an unreadable file is rendered anew)."""
-        path = Path(self.cache_dir) / f"{self.kind}-{self._digest()}" / f"{scene:07d}.npz"
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return f["left"], f["right"], f["disparity"], f["valid"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass
-        left, right, disp, valid = self.renderer(np.random.default_rng([self.seed, scene]), self.render)
-        self.rendered += 1
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, left=left, right=right, disparity=disp, valid=valid)
-        os.replace(tmp, path)
-        return left, right, disp, valid
+        path = Path(self.cache_dir) / f"{self.kind}-{self._digest}" / f"{scene:07d}.npz"
 
+        def render():
+            return dict(zip(("left", "right", "disparity", "valid"),
+                            self.renderer(np.random.default_rng([self.seed, scene]), self.render)))
+        arrays, computed = cached_npz(path, render)
+        self.rendered += computed
+        return arrays["left"], arrays["right"], arrays["disparity"], arrays["valid"]
+
+    @cached_property
     def _digest(self) -> str:
-        """What the pool's renders depend on: the renderer's settings, the seed, and the generators' code (a change
-        to any generator starts new pools)."""
-        if getattr(self, "_digest_value", None) is None:
-            import hashlib
-            import inspect
-            from . import photo_stereo, procedural, proxy_stereo, teacher_stereo
-            h = hashlib.sha1(repr((self.kind, self.render, self.seed)).encode())
-            for module in (photo_stereo, procedural, proxy_stereo, teacher_stereo):
-                h.update(inspect.getsource(module).encode())
-            self._digest_value = h.hexdigest()[:12]
-        return self._digest_value
+        """What the pool's renders depend on: the renderer's settings, the seed, and the code of its renderer and of
+        the renderer every generator shares (a change to either starts new pools)."""
+        import hashlib
+        import inspect
+        from . import procedural
+        renderer = inspect.getmodule(getattr(self.renderer, "__func__", self.renderer))
+        h = hashlib.sha1(repr((self.kind, self.render, self.seed)).encode())
+        for module in sorted({renderer, procedural}, key=lambda m: m.__name__):
+            h.update(inspect.getsource(module).encode())
+        return h.hexdigest()[:12]
 
 
 def render_pools(dataset, indices) -> Dict[str, Tuple[int, float]]:

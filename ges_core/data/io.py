@@ -153,3 +153,23 @@ def write_ply(path: str, xyz: np.ndarray, rgb: np.ndarray = None) -> int:
         fh.write(body)
     os.replace(tmp, path)
     return len(pts)
+
+
+def cached_npz(path, compute) -> Tuple[dict, bool]:
+    """The arrays kept in the .npz at `path`, or `compute()`'s (a dict of arrays) written there atomically (a run
+    stopped mid-write leaves no partial file; an unreadable one is computed anew) -> (arrays, computed here)."""
+    import zipfile
+    from pathlib import Path
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}, False
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass
+    arrays = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+    return arrays, True

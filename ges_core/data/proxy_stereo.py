@@ -19,7 +19,7 @@ from typing import Tuple
 import numpy as np
 
 from ..baselines import sgbm_disparity
-from .io import read_image
+from .io import cached_npz, read_image
 
 
 @dataclass
@@ -91,24 +91,14 @@ def _labels(left: np.ndarray, right: np.ndarray, key, cfg: ProxyStereoConfig):
     import hashlib
     import inspect
     import os
-    import zipfile
     from .. import baselines
     # keyed by the pair's files, the matcher's settings and the code of the matcher and of this labelling
     h = hashlib.sha1(repr((key, os.path.getsize(key[0][0]), os.path.getsize(key[0][1]))).encode())
     h.update(inspect.getsource(baselines).encode() + inspect.getsource(proxy_disparity).encode())
     path = Path(cfg.label_cache) / "proxy-labels" / f"{h.hexdigest()[:16]}.npz"
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return f["disparity"], f["labelled"], False
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        pass
-    disp, labelled = proxy_disparity(left, right, max_disp=cfg.max_disp, lr_tolerance=cfg.lr_tolerance)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, disparity=disp, labelled=labelled)
-    os.replace(tmp, path)
-    return disp, labelled, True
+    arrays, computed = cached_npz(path, lambda: dict(zip(("disparity", "labelled"), proxy_disparity(
+        left, right, max_disp=cfg.max_disp, lr_tolerance=cfg.lr_tolerance))))
+    return arrays["disparity"], arrays["labelled"], computed
 
 
 def label_cached(cfg: ProxyStereoConfig) -> Tuple[int, float]:
