@@ -70,7 +70,7 @@ def add_bench_parser(sub, modes: Optional[Dict[str, Tuple[Callable[[argparse.Nam
                    "their int8 variant where the weights passed the int8 check)")
     p.add_argument("--int8-calibration", default="generated",
                    help="accuracy: int8 rows also calibrated on this folder of NNNN_left / NNNN_right pairs")
-    p.add_argument("--preset", default="small", help="memory: preset")
+    p.add_argument("--preset", default="small", help="memory: the preset measured (unless --candidates names one)")
     p.add_argument("--presets", nargs="+", default=["small", "paper"])
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=512)
@@ -92,7 +92,7 @@ def add_bench_parser(sub, modes: Optional[Dict[str, Tuple[Callable[[argparse.Nam
     p.add_argument("--limit-gflop", type=float, default=0.0,
                    help="latency: skip configurations whose encoders + volume exceed this many GFLOP (0 = run all)")
     p.add_argument("--candidates", nargs="+", default=None,
-                   help=f"arch: candidate names (default: all of {list(CANDIDATES)})")
+                   help=f"arch: candidate names (default: all of {list(CANDIDATES)}); memory: the one measured")
     p.add_argument("--train-configs", nargs="+", default=["config/train/l1_s10.yaml", "config/train/fast_s1_control.yaml"],
                    help="training: the configs whose recipes are timed (the first is the reference)")
     p.add_argument("--train-steps", type=int, default=12, help="training: steps timed per stretch")

@@ -1,5 +1,6 @@
 """`ges` subcommands at tiny size: predict, eval, export (ONNX Runtime vs PyTorch), bench (table structure)."""
 import json
+import shlex
 import subprocess
 import sys
 
@@ -178,6 +179,7 @@ def test_bench_training_times_recipes_side_by_side_with_their_pools_rendered_fir
 
 @pytest.mark.parametrize("mode,extra", [
     ("memory", ["--preset", "tiny", "--height", "32", "--width", "64", "--iters-list", "1,2,4"]),
+    ("memory", ["--candidates", "fast + both", "--height", "32", "--width", "64", "--iters-list", "1,4"]),
     ("latency", ["--presets", "tiny", "--sizes", "32x64", "--iters-list", "1,2", "--repeats", "1", "--variants",
                  "eager,channels_last"]),
     ("convergence", ["--iters-list", "1,2"]),
@@ -197,6 +199,9 @@ def test_bench_modes_write_their_tables(tmp_path, tiny_weights, mode, extra):
     assert "torch" in text and "threads" in text and "|---|" in text
     run("bench", mode, "--docs", tmp_path, "--weights", tiny_weights, *extra)      # rerun replaces in place
     assert doc.read_text().count(f"<!-- bench:{mode} -->") == 1
+    if mode == "memory":         # the architecture measured is named, with the command that measures it again
+        which = "fast + both" if "--candidates" in extra else "preset tiny"
+        assert f"; {which}; 32x64" in text and shlex.quote(extra[1]) in text
     if mode == "latency":        # the node's default beside stereo_image_proc's SGBM, with their ratio
         assert "stereo_image_proc" in text and "GES/SGBM" in text
     if mode == "autoscale":      # both settings at both sizes, with the probes counted
