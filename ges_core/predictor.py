@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -23,6 +24,18 @@ from .weights import load_model_state, load_weights, resolve_weights
 
 __all__ = ["BackendFallbackWarning", "Prediction", "Predictor", "check_device", "load_predictor", "network_size",
            "operating_point_of", "to_input_size"]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """PyTorch's intra-op thread count set to n for the block, then put back. OpenMP keeps the count per calling
+    thread, so other threads' torch work is not affected."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class BackendFallbackWarning(UserWarning):
@@ -108,6 +121,17 @@ class Predictor:
         iters: solver iterations (default: the config's); budget_ms: stop iterating when the next
         iteration would overrun this budget (at least one runs); init: a previous Prediction.state;
         scale: run the network on a resized pair and bring the disparity back to the input size."""
+        threads = torch.get_num_threads()
+        # The openvino backend's graphs run on OpenVINO's own threads. PyTorch's OpenMP workers spin for a while
+        # after each parallel region, and on few cores they take the cores from the next graph; the torch work
+        # between the graphs (the solver's vector operations, the confidence's resize) is small. So that work
+        # runs on this thread alone: 131 against 148 ms a predict at 640x480 on 2 cores (docs/BENCHMARKS.md).
+        with torch_threads(1 if self.backend == "openvino" else threads):
+            return self._predict(left, right, iters, budget_ms, init, scale, threads)
+
+    def _predict(self, left: np.ndarray, right: np.ndarray, iters: Optional[int], budget_ms: Optional[float],
+                 init: Optional[torch.Tensor], scale: float, threads: int) -> Prediction:
+        """predict, with the caller's torch thread count (what compiling a size and a torch fallback get)."""
         t_start = time.perf_counter()
         timings: Dict[str, float] = {}
         left_a, right_a = as_rgb(left, "left"), as_rgb(right, "right")
@@ -131,13 +155,15 @@ class Predictor:
         prepare = getattr(self.net, "prepare", None)
         if prepare is not None:
             try:
-                compiled = prepare(*left_a.shape[:2])
+                with torch_threads(threads):       # compiling (and int8's calibration) runs torch at full width
+                    compiled = prepare(*left_a.shape[:2])
             except Exception as exc:
                 # a backend that cannot run here must not cost every pair: say it once, go on with torch
                 self.fallback_reason = (f"the {self.backend} backend failed to compile the network "
                                         f"({type(exc).__name__}: {exc}); running on torch instead")
                 warnings.warn(self.fallback_reason, BackendFallbackWarning)
                 self.backend, self.net, compiled = "torch", self.model, False
+                torch.set_num_threads(threads)     # torch runs the network now (predict puts the count back)
             if compiled:
                 # the openvino backend compiled this size (its first pair): counted in the total, not in encode
                 t_prep = time.perf_counter()

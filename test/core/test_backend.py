@@ -123,3 +123,28 @@ def test_a_second_start_loads_the_compiled_network_from_the_cache(tmp_path, pair
     # no cache at all when asked
     monkeypatch.setenv("GES_CACHE_DIR", "off")
     assert OpenVinoNetwork(first.model, precision="fp32").cache is None
+
+
+def test_openvino_runs_the_torch_work_between_its_graphs_on_one_thread(pair, predictors, monkeypatch):
+    """PyTorch's OpenMP workers spin after each parallel region and take the few cores from OpenVINO's next graph:
+    with the openvino backend the solver's torch work runs on the calling thread alone, compiling a size does not,
+    the torch backend keeps the caller's count, and the caller's count is put back."""
+    import cv2
+    torch_pred, ov_pred = predictors
+    seen = {"step": [], "compile": [], "torch": []}
+    ov_step, ov_prepare, torch_step = ov_pred.net.step, ov_pred.net.prepare, torch_pred.model.step
+    monkeypatch.setattr(ov_pred.net, "step", lambda *a: seen["step"].append(torch.get_num_threads()) or ov_step(*a))
+    monkeypatch.setattr(ov_pred.net, "prepare",
+                        lambda *a: seen["compile"].append(torch.get_num_threads()) or ov_prepare(*a))
+    monkeypatch.setattr(torch_pred.model, "step",
+                        lambda *a: seen["torch"].append(torch.get_num_threads()) or torch_step(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ov_pred.predict(*[cv2.resize(a, (80, 48), interpolation=cv2.INTER_AREA) for a in pair])    # a new size
+        assert torch.get_num_threads() == 2
+        torch_pred.predict(*pair, iters=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen["step"] == [1] * 4 and seen["compile"] == [2] and seen["torch"] == [2, 2]
