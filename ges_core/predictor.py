@@ -125,7 +125,8 @@ class Predictor:
         # The openvino backend's graphs run on OpenVINO's own threads. PyTorch's OpenMP workers spin for a while
         # after each parallel region, and on few cores they take the cores from the next graph; the torch work
         # between the graphs (the solver's vector operations, the confidence's resize) is small. So that work
-        # runs on this thread alone: 131 against 148 ms a predict at 640x480 on 2 cores (docs/BENCHMARKS.md).
+        # runs on this thread alone: 131 against 148 ms a predict at 640x480 on 2 cores (v6's architecture, bf16;
+        # the medians of 20 predicts in each of 3 alternating processes with and without, nothing else running).
         with torch_threads(1 if self.backend == "openvino" else threads):
             return self._predict(left, right, iters, budget_ms, init, scale, threads)
 
