@@ -82,12 +82,9 @@ def verify_onnx(predictor, path: str, *, left: np.ndarray, right: np.ndarray, it
     import onnxruntime as ort
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     ref = predictor.predict(left, right, iters=iters).disparity
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1 if threads > 1 else 2)
-    try:
+    from .predictor import torch_threads
+    with torch_threads(1 if torch.get_num_threads() > 1 else 2):
         spread = float(np.abs(predictor.predict(left, right, iters=iters).disparity - ref).max())
-    finally:
-        torch.set_num_threads(threads)
     feed = {"left": left.transpose(2, 0, 1)[None].astype(np.float32),
             "right": right.transpose(2, 0, 1)[None].astype(np.float32)}
     got = session.run(["disparity"], feed)[0][0, 0]
